@@ -1,0 +1,1 @@
+"""The ``segcore`` console script: one module per subcommand, each with ``add_arguments`` and ``run``."""
