@@ -238,6 +238,8 @@ def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
         if isinstance(value, str):
             parts = [s.strip() for s in value.split(",") if s.strip()]
             value = parts if item_t is str else [_parse_scalar(s) for s in parts]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list of {item_t.__name__}, got {value!r} (from {origin})")
         return tuple(_coerce(key, v, item_t, origin) for v in value)
