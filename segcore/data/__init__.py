@@ -1,0 +1,1 @@
+"""Data sources: synthetic scenes, raster reading, SLIC superpixels, shards and the training datasets."""
