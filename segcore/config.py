@@ -79,6 +79,8 @@ class DataConfig:
     loader_workers: int = _f(0, "DataLoader worker processes while training")
     synthetic_count: int = _f(8, "scenes generated for source=synthetic")
     synthetic_size: int = _f(512, "side in pixels of each generated scene")
+    split_block_tiles: int = _f(4, "block side in tiles for split_policy=block (blocks go whole to one split)")
+    shard_slic: bool = _f(True, "compute SLIC superpixels while building shards (off: faster, no slic files)")
 
 
 @dataclass(frozen=True)
