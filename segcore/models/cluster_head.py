@@ -18,8 +18,6 @@ L2-normalised over ``E``, and a valid mask ``(h, w)``:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,9 +107,9 @@ class SoftKMeansHead(nn.Module):
     def forward(
         self,
         z: torch.Tensor,
-        k: Optional[int] = None,
-        prototypes: Optional[torch.Tensor] = None,
-        valid: Optional[torch.Tensor] = None,
+        k: int | None = None,
+        prototypes: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Assign pixels to prototypes.
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -34,9 +35,7 @@ def create_model(name: str, **kw: Any) -> nn.Module:
 def build_segmenter(cfg: Config) -> MonolithicSegmenter:
     """The segmenter described by ``cfg.student``, ``cfg.model`` and ``cfg.distill.cluster_iters``."""
     s, m = cfg.student, cfg.model
-    student = create_model(
-        "student", width=s.width, embed_dim=s.embed_dim, depth=s.depth, norm=s.norm, groups=s.groups
-    )
+    student = create_model("student", width=s.width, embed_dim=s.embed_dim, depth=s.depth, norm=s.norm, groups=s.groups)
     proj = nn.Conv2d(s.embed_dim, m.embed_dim, 1, bias=True) if m.embed_dim != s.embed_dim else None
     head = create_model("soft_kmeans", max_k=m.max_k, temperature=m.temperature, iters=cfg.distill.cluster_iters)
     smoothing = create_model("smoothing", iters=m.smooth_iters, alpha=m.smooth_alpha) if m.smoothing else None

@@ -16,8 +16,6 @@ Inference path for ``images (B, 3, H, W)`` in 0..1 (no randomness anywhere):
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,9 +40,9 @@ class MonolithicSegmenter(nn.Module):
         self,
         student: StudentEmbeddingNet,
         head: SoftKMeansHead,
-        smoothing: Optional[FastSmoothing] = None,
-        refiner: Optional[Refiner] = None,
-        proj: Optional[nn.Conv2d] = None,
+        smoothing: FastSmoothing | None = None,
+        refiner: Refiner | None = None,
+        proj: nn.Conv2d | None = None,
     ):
         super().__init__()
         self.student, self.head, self.smoothing, self.refiner, self.proj = student, head, smoothing, refiner, proj
@@ -60,9 +58,9 @@ class MonolithicSegmenter(nn.Module):
     def forward(
         self,
         images: torch.Tensor,
-        k: Optional[int] = None,
-        prototypes: Optional[torch.Tensor] = None,
-        valid: Optional[torch.Tensor] = None,
+        k: int | None = None,
+        prototypes: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Segment a batch.
 

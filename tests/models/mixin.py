@@ -32,7 +32,8 @@ class ModelTestMixin:
             model.zero_grad()
             loss.backward()
             grads = [p.grad for p in model.parameters() if p.requires_grad]
-            assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+            assert grads
+            assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
     def test_state_dict_round_trip(self, tmp_path):
         model = self.make_model().eval()

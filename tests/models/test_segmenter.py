@@ -54,7 +54,8 @@ def test_default_segmenter_shapes(h, w):
     assert out["embed"].shape == (1, 96, hh, ww)
     assert out["logits"].shape == out["probs"].shape == (1, 16, hh, ww)
     assert out["prototypes"].shape == (1, 16, 96)
-    assert out["labels"].shape == (1, h, w) and out["labels"].dtype == torch.int64
+    assert out["labels"].shape == (1, h, w)
+    assert out["labels"].dtype == torch.int64
     torch.testing.assert_close(out["embed"].norm(dim=1), torch.ones(1, hh, ww))
     torch.testing.assert_close(out["probs"].sum(1), torch.ones(1, hh, ww))
 
@@ -64,7 +65,8 @@ def test_k_selectable_at_inference():
     x = torch.rand(1, 3, 32, 32)
     for k in (2, 3, 5):
         out = model(x, k=k)
-        assert out["probs"].shape[1] == k and int(out["labels"].max()) < k
+        assert out["probs"].shape[1] == k
+        assert int(out["labels"].max()) < k
     with pytest.raises(ValueError, match="max_k=5"):
         model(x, k=6)
 
@@ -111,7 +113,9 @@ def test_valid_mask_keeps_invalid_pixels_out_of_prototypes():
 
 
 def test_sample_stride_and_fps_ties():
-    assert sample_stride(64, 64, 1024) == 2 and sample_stride(32, 32, 1024) == 1 and sample_stride(51, 80, 1024) == 3  # 26*40 > 1024
+    assert sample_stride(64, 64, 1024) == 2
+    assert sample_stride(32, 32, 1024) == 1
+    assert sample_stride(51, 80, 1024) == 3
     s = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert farthest_point_init(s, torch.tensor([True, True, True]), 3).tolist() == [0, 2, 0]
     assert farthest_point_init(s, torch.tensor([False, True, True]), 2).tolist() == [1, 2]
@@ -150,11 +154,15 @@ def test_refiner_is_cluster_permutation_equivariant():
 def test_factory_and_decoder():
     cfg = Config().replace(**{"model.embed_dim": 32, "model.refiner": True, "model.smoothing": False})
     model = build_segmenter(cfg)
-    assert model.proj is not None and model.refiner is not None and model.smoothing is None
-    assert model.embed_dim == 32 and model.head.iters == cfg.distill.cluster_iters
+    assert model.proj is not None
+    assert model.refiner is not None
+    assert model.smoothing is None
+    assert model.embed_dim == 32
+    assert model.head.iters == cfg.distill.cluster_iters
     dec = build_decoder(cfg)
     rgb = dec(torch.randn(2, 32, 7, 9))
-    assert isinstance(dec, TinyReconDecoder) and rgb.shape == (2, 3, 7, 9)
+    assert isinstance(dec, TinyReconDecoder)
+    assert rgb.shape == (2, 3, 7, 9)
     assert ((rgb > 0) & (rgb < 1)).all()
     with pytest.raises(KeyError, match="recon_decoder, refiner, segmenter"):
         create_model("unet")
@@ -165,7 +173,8 @@ def test_gradients_reach_student_proj_refiner():
     out = model(torch.rand(2, 3, 20, 20))
     (out["probs"].square().sum() + out["embed"].sum()).backward()
     for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
 
 
 def test_bf16_autocast_forward_backward():
