@@ -1,0 +1,281 @@
+"""The distillation training loop: a plain function with its side effects injected.
+
+:func:`fit` trains the student (plus the training-only decoder and loss state) for
+``train.steps`` optimizer steps and returns a :class:`FitResult`. It logs through the logger it is
+given (a :class:`~segcore.train_logging.NullLogger` by default; MLflow's lives in ``tasks/``),
+writes ``config.json``, ``versions.json``, ``metrics.jsonl`` and ``checkpoints/last.pt`` in the run
+directory, and resumes exactly from a checkpoint: on the CPU, a run interrupted and resumed ends
+with the same weights as one that was not.
+
+``python -m segcore.train`` forwards to :mod:`segcore.train_distill`, the command-line front end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from segcore.augment import augment_batch
+from segcore.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from segcore.config import Config
+from segcore.data.batches import PatchBatcher, TileSource
+from segcore.data.sources import build_tile_source
+from segcore.device import Placement, plan_placement
+from segcore.errors import TrainingError
+from segcore.losses import CompositeLoss
+from segcore.models import build_decoder, build_segmenter
+from segcore.teachers import build_teacher
+from segcore.train_logging import JsonlMetrics, NullLogger, TrainLogger
+from segcore.versions import package_versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    checkpoint: Path
+    step: int
+    best_loss: float
+    best_step: int
+    last_terms: dict[str, float] = field(default_factory=dict)
+    images_per_s: float = 0.0
+
+
+@dataclass
+class Trainee:
+    """Everything that learns or holds optimisation state."""
+
+    model: nn.Module
+    decoder: nn.Module | None
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": _unwrap(self.model).state_dict(),
+            "decoder": self.decoder.state_dict() if self.decoder is not None else None,
+            "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        _unwrap(self.model).load_state_dict(state["model"])
+        if self.decoder is not None and state.get("decoder") is not None:
+            self.decoder.load_state_dict(state["decoder"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def lr_lambda(cfg: Config):
+    """Linear warm-up, then cosine decay to 10% of ``train.lr``."""
+    warm, total = max(cfg.train.warmup_steps, 0), max(cfg.train.steps, 1)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min((step - warm) / max(total - warm, 1), 1.0)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_trainee(cfg: Config, placement: Placement) -> Trainee:
+    """Model, decoder, loss state and optimizer, initialised from ``train.seed``."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_segmenter(cfg).to(placement.student)
+    decoder = build_decoder(cfg).to(placement.student) if cfg.autoencoder.enabled else None
+    loss = CompositeLoss(cfg).to(placement.student)
+    params = [p for m in (model, decoder, loss) if m is not None for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    scaler = torch.amp.GradScaler(placement.student.type) if placement.use_scaler else None
+    return Trainee(model, decoder, loss, optimizer, scheduler, scaler)
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _autocast(placement: Placement):
+    if placement.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(placement.autocast_device, dtype=placement.amp_dtype)
+
+
+def train_step(trainee: Trainee, teacher, batch: dict[str, Any], step: int, cfg: Config,
+               placement: Placement) -> dict[str, torch.Tensor]:
+    """One optimizer step on one batch; returns the detached loss terms (``total`` included)."""
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.aug.seed, step]).generate_state(1)[0]))
+    view_a, view_b = augment_batch(batch, gen, cfg.aug)
+    view_a, view_b = _to(view_a, placement.student), _to(view_b, placement.student)
+    trainee.model.train()
+    with _autocast(placement):
+        out_a = trainee.model(view_a["image"], valid=view_a["valid"])
+        out_b = trainee.model(view_b["image"], prototypes=out_a["prototypes"], valid=view_b["valid"])
+        recon = trainee.decoder(out_a["embed"]) if trainee.decoder is not None else None
+        teacher_feats = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_feats = teacher(view_a["image"].to(placement.teacher)).to(placement.student)
+        terms = trainee.loss(out_a, out_b, view_a, view_b, teacher_feats=teacher_feats, recon=recon, generator=gen)
+    for name, value in terms.items():
+        if not torch.isfinite(value).all():
+            raise TrainingError(f"non-finite loss at step {step}: term {name!r} = {value.item()}")
+    trainee.optimizer.zero_grad(set_to_none=True)
+    total = terms["total"]
+    if trainee.scaler is not None:
+        trainee.scaler.scale(total).backward()
+        trainee.scaler.unscale_(trainee.optimizer)
+    else:
+        total.backward()
+    if cfg.train.grad_clip > 0:
+        params = [p for g in trainee.optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+    if trainee.scaler is not None:
+        trainee.scaler.step(trainee.optimizer)
+        trainee.scaler.update()
+    else:
+        trainee.optimizer.step()
+    trainee.scheduler.step()
+    return {k: v.detach() for k, v in terms.items()}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)
+
+
+def fit(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    source: TileSource | None = None,
+    logger: TrainLogger | None = None,
+    resume: str | Path | None = None,
+    stop_at: int | None = None,
+    progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> FitResult:
+    """Train for ``cfg.train.steps`` steps (or until ``stop_at``) and return what was made.
+
+    Args:
+        cfg: the resolved configuration; saved as ``config.json`` in ``run_dir``.
+        run_dir: directory for checkpoints, config and metrics (created).
+        source: tile source; default :func:`~segcore.data.sources.build_tile_source` from ``cfg.data``.
+        logger: receives params once and metrics every ``train.log_every`` steps (rank 0 only).
+        resume: checkpoint to continue from; the batches and weights continue exactly.
+        stop_at: stop after this step (simulates an interruption; the schedule still targets
+            ``train.steps``).
+        rank, world_size: this process's place in a distributed run (only rank 0 writes).
+    """
+    run_dir = Path(run_dir)
+    is_main = rank == 0
+    logger = logger if (logger is not None and is_main) else NullLogger()
+    placement = plan_placement(cfg.train.device, cfg.train.amp, cfg.teacher.enabled)
+    trainee = build_trainee(cfg, placement)
+    teacher = build_teacher(cfg).to(placement.teacher) if cfg.teacher.enabled else None
+    if world_size > 1:
+        trainee.model = nn.parallel.DistributedDataParallel(trainee.model)
+    source = source if source is not None else build_tile_source(cfg, rank=rank, world_size=world_size)
+    batcher = PatchBatcher(source, cfg.data.patch_sizes, cfg.train.batch_size, cfg.train.seed,
+                           cfg.train.multi_scale_mode)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    metrics_file = JsonlMetrics(run_dir / "metrics.jsonl")
+    start, best_loss, best_step = 0, math.inf, -1
+    if is_main:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "config.json", cfg.to_dict())
+        _write_json(run_dir / "versions.json", package_versions())
+        logger.log_params({"config_hash": cfg.hash(), **_flat_params(cfg)})
+    if resume is not None:
+        state = load_checkpoint(resume, map_location=placement.student)
+        trainee.load(state)
+        restore_rng(state["rng"])
+        start, best_loss, best_step = state["step"], state["best_loss"], state["best_step"]
+        batcher.skip_tiles(state["consumed"])
+        if is_main:
+            metrics_file.truncate_after(start)
+        log.info("resumed from %s at step %d", resume, start)
+    end = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
+    terms: dict[str, torch.Tensor] = {}
+    images, t0 = 0, time.perf_counter()
+    bar = _progress(end, start, progress and is_main)
+
+    def checkpoint(step: int) -> None:
+        if is_main:
+            save_checkpoint(ckpt_path, {
+                **trainee.state(), "step": step, "consumed": batcher.consumed, "rng": rng_state(),
+                "best_loss": best_loss, "best_step": best_step, "config": cfg.to_dict(),
+                "versions": package_versions(),
+            })
+
+    for step in range(start, end):
+        batch = batcher.batch(step)
+        terms = train_step(trainee, teacher, batch, step, cfg, placement)
+        images += batch["image"].shape[0]
+        total = float(terms["total"])
+        if total < best_loss:
+            best_loss, best_step = total, step + 1
+        done = step + 1
+        if is_main and (done % max(cfg.train.log_every, 1) == 0 or done == end):
+            flat = {f"train/{k}": float(v) for k, v in terms.items()}
+            flat["train/lr"] = trainee.scheduler.get_last_lr()[0]
+            flat["train/patch"] = float(batch["image"].shape[-1])
+            metrics_file.write(flat, done)
+            logger.log_metrics(flat, done)
+        bar.set_postfix(loss=f"{total:.4f}", ips=f"{images / (time.perf_counter() - t0):.1f}")
+        bar.update(1)
+        if cfg.train.checkpoint_every > 0 and done % cfg.train.checkpoint_every == 0 and done != end:
+            checkpoint(done)
+    bar.close()
+    checkpoint(end)
+    elapsed = max(time.perf_counter() - t0, 1e-9)
+    return FitResult(run_dir, ckpt_path, end, best_loss, best_step,
+                     {k: float(v) for k, v in terms.items()}, images / elapsed)
+
+
+def _flat_params(cfg: Config) -> dict[str, Any]:
+    return {f"{sec}.{key}": value for sec, values in cfg.to_dict().items() for key, value in values.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from segcore.train_distill import main as distill_main
+
+    return distill_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

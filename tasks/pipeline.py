@@ -1,0 +1,73 @@
+"""Pipeline-level tasks: the parent MLflow run, the embedded default data, the run summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+import segcore
+from tasks import tracking
+from tasks.retry import retry_on_io
+
+
+@task(name="start_pipeline_run")
+def start_pipeline_run(experiment: str, artifact_root: str, params: dict[str, Any], config: dict[str, Any],
+                       flow_run_id: str | None) -> str:
+    """Open the parent run: git commit, segcore version, the full parameters and resolved config."""
+    exp_id = tracking.experiment_id(experiment, artifact_root)
+    run = tracking.client().create_run(exp_id, run_name="full_pipeline", tags={
+        "segcore.stage": "pipeline", "segcore.version": segcore.__version__, "git.commit": tracking.git_commit(),
+        "prefect.flow_run_id": flow_run_id or "",
+    })
+    run_id = run.info.run_id
+    tracking.log_params(run_id, {f"param.{k}": v for k, v in params.items()})
+    tracking.client().log_dict(run_id, config, "config.json")
+    tracking.client().log_dict(run_id, params, "params.json")
+    return run_id
+
+
+@task(name="finish_pipeline_run")
+def finish_pipeline_run(run_id: str, status: str, error: str = "") -> None:
+    if error:
+        tracking.set_tags(run_id, {"segcore.error": error[:5000]})
+    tracking.client().set_terminated(run_id, status)
+
+
+@task(name="prepare_default_data", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_on_io)
+def prepare_default_data(out_dir: str, count: int, size: int, seed: int) -> str:
+    """Write the embedded default dataset (synthetic georeferenced scenes with labels) once."""
+    from segcore.data.synthetic import write_synthetic_dataset
+
+    manifest = Path(out_dir) / "manifest.csv"
+    if not manifest.is_file():
+        write_synthetic_dataset(out_dir, count=count, size=size, seed=seed)
+    return str(manifest)
+
+
+def run_link(run_id: str) -> str:
+    """A link to a run in the MLflow UI when the tracking server is HTTP; the run id otherwise."""
+    uri = tracking.client().tracking_uri
+    if uri.startswith(("http://", "https://")):
+        exp = tracking.client().get_run(run_id).info.experiment_id
+        return f"[{run_id[:8]}]({uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id})"
+    return f"`{run_id}`"
+
+
+@task(name="publish_summary")
+def publish_summary(summary: dict[str, Any]) -> str:
+    """A Prefect markdown artifact: stages with their MLflow runs, the headline metrics, the export."""
+    lines = ["# segcore pipeline", "", "| stage | MLflow run | note |", "|---|---|---|"]
+    for stage in ("build_shards", "train", "evaluate", "export"):
+        info = summary["stages"].get(stage, {})
+        lines.append(f"| {stage} | {run_link(info['run_id']) if 'run_id' in info else '-'} | {info.get('note', '')} |")
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(summary["metrics"].items())]
+    lines += ["", f"Parent run: {run_link(summary['parent_run_id'])}; export: `{summary['export_dir']}`;",
+              f"registered as `{summary['model_name']}` version {summary['model_version']} "
+              f"({summary['champion_note']})."]
+    text = "\n".join(lines)
+    create_markdown_artifact(text, key="segcore-pipeline-summary", description="segcore pipeline run")
+    return text
