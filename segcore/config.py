@@ -96,6 +96,8 @@ class DistillConfig:
     ema_decay: float = _f(0.9, "EMA decay of the loss-magnitude normalisers")
     affinity_pairs: int = _f(1024, "sampled pixel pairs per image for affinity distillation")
     slic_margin: float = _f(0.5, "cosine similarity above which neighbouring superpixels are pushed apart")
+    slic_colour_scale: float = _f(0.1, "mean-RGB distance (0..1 units) giving a SLIC edge strength of 0.63")
+    slic_texture_scale: float = _f(0.03, "intensity-std difference giving a SLIC edge strength of 0.63")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class LossConfig:
     cluster: float = _f(0.5, "weight: sharpened soft k-means assignments as targets")
     slic: float = _f(1.0, "weight: SLIC boundary prior on the embeddings")
     tv: float = _f(0.1, "weight: edge-aware total variation of the embeddings")
+    edge_sigma: float = _f(0.1, "image-gradient scale (0..1 units) of the edge-aware smoothness and TV weights")
 
 
 @dataclass(frozen=True)
