@@ -1,0 +1,36 @@
+"""Loss families (one per module) and the composite that weights and balances them."""
+
+from segcore.losses.composite import TERMS, CompositeLoss, term_weights
+from segcore.losses.distill import affinity_loss, cluster_loss, feature_loss, sharpened_target
+from segcore.losses.recon import gaussian_blur, recon_losses, recon_target, sobel_magnitude
+from segcore.losses.slic_prior import edge_aware_tv, edge_strength, slic_pull_loss, slic_push_loss
+from segcore.losses.unsupervised import (
+    consistency_loss,
+    entropy_loss,
+    marginal_loss,
+    smoothness_loss,
+    symmetric_kl,
+)
+
+__all__ = [
+    "TERMS",
+    "CompositeLoss",
+    "affinity_loss",
+    "cluster_loss",
+    "consistency_loss",
+    "edge_aware_tv",
+    "edge_strength",
+    "entropy_loss",
+    "feature_loss",
+    "gaussian_blur",
+    "marginal_loss",
+    "recon_losses",
+    "recon_target",
+    "sharpened_target",
+    "slic_pull_loss",
+    "slic_push_loss",
+    "smoothness_loss",
+    "sobel_magnitude",
+    "symmetric_kl",
+    "term_weights",
+]
