@@ -24,14 +24,20 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 from torch.utils.data import Dataset, Sampler
 
 from segcore.config import Config
-from segcore.data.raster import RasterSource, check_label, discover_sources, inspect_raster, read_label, read_rgb
+from segcore.data.raster import (
+    RasterSource,
+    check_label,
+    discover_sources,
+    inspect_raster,
+    read_label,
+    read_rgb,
+    window_transform,
+)
 from segcore.data.shard_dataset import collate_samples, make_sample
 from segcore.errors import RasterError
 
@@ -124,7 +130,7 @@ class GeoPatchDataset(Dataset):
             slic = np.zeros(valid.shape, dtype=np.int64)
         label_ds = self._open(i)[1]
         target = read_label(label_ds, window, info.width, info.height) if label_ds is not None else np.zeros_like(slic)
-        transform = window_transform(window, Affine(*info.transform)) if info.transform else None
+        transform = window_transform(window, info.transform) if info.transform else None
         meta = {
             "source": source.image,
             "window": (int(window.col_off), int(window.row_off), int(window.width), int(window.height)),

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
@@ -345,6 +346,11 @@ def check_label(label_path: str, info: RasterInfo) -> None:
             )
         if np.dtype(ds.dtypes[0]).kind not in "iu":
             raise RasterError(f"{label_path}: label dtype {ds.dtypes[0]} is not integer class ids")
+
+
+def window_transform(window: Window, transform: tuple[float, ...]) -> Affine:
+    """Affine transform of ``window`` inside a raster with ``transform`` (as ``rasterio.windows.transform``)."""
+    return Affine(*transform[:6]) @ Affine.translation(int(window.col_off), int(window.row_off))
 
 
 def _clip_window(window: Window, width: int, height: int) -> tuple[Window | None, tuple[int, int]]:

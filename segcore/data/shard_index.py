@@ -22,9 +22,8 @@ import pandas as pd
 import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.windows import transform as window_transform
 
-from segcore.data.raster import open_raster, read_label, read_rgb, sha256_file
+from segcore.data.raster import open_raster, read_label, read_rgb, sha256_file, window_transform
 from segcore.data.shard_plan import FORMAT_VERSION, BuildPlan, RasterPlan, ShardSpec, TileSpec
 from segcore.errors import ShardError
 
@@ -105,7 +104,7 @@ def _write_tile(tmp: Path, pos: int, tile: TileSpec, raster: RasterPlan, handles
     cfg, info = plan.cfg.data, raster.info
     ds, label_ds = handles
     rgb, valid = read_rgb(ds, info, tile.window, cfg)
-    transform = window_transform(tile.window, Affine(*info.transform)) if info.transform else None
+    transform = window_transform(tile.window, info.transform) if info.transform else None
     row: dict[str, Any] = {
         "position": pos, "tile_id": tile.tile_id, "split": tile.split, "source": raster.source.image,
         "label_source": raster.source.label or "", "col_off": tile.col_off, "row_off": tile.row_off,

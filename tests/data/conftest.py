@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
+import rasterio.windows
+from affine import Affine
 
 from segcore.config import Config
 
@@ -21,7 +23,7 @@ def write_tif(path: Path, data: np.ndarray, crs: str | None = CRS, transform=Non
     """Write ``data`` ``(C, H, W)`` as a GeoTIFF; default transform: 10 m pixels at a UTM origin."""
     count, height, width = data.shape
     if transform is None and crs is not None:
-        transform = from_origin(500_000.0, 4_000_000.0, 10.0, 10.0)
+        transform = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0)
     profile = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": data.dtype.name}
     if crs is not None:
         profile.update(crs=crs, transform=transform)
@@ -84,6 +86,13 @@ def make_cfg(out: Path, **data) -> Config:
     }
     values.update(data)
     return Config().replace(**{f"data.{k}": v for k, v in values.items()})
+
+
+def rio_window_transform(window, transform):
+    """``rasterio.windows.transform`` (the reference), quiet about affine's ``*`` deprecation inside it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return rasterio.windows.transform(window, transform)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
