@@ -35,7 +35,6 @@ from segcore.device import Placement, plan_placement
 from segcore.errors import TrainingError
 from segcore.losses import CompositeLoss
 from segcore.models import build_decoder, build_segmenter
-from segcore.teachers import build_teacher
 from segcore.train_logging import JsonlMetrics, NullLogger, TrainLogger
 from segcore.versions import package_versions
 
@@ -55,32 +54,55 @@ class FitResult:
     images_per_s: float = 0.0
 
 
+class TwoViewNet(nn.Module):
+    """Everything that learns, run as one module so one forward precedes one backward (DDP-friendly).
+
+    ``forward`` segments view A (fitting prototypes on it), assigns view B to those prototypes,
+    reconstructs view A from its embeddings, and returns the loss terms.
+    """
+
+    def __init__(self, model: nn.Module, decoder: nn.Module | None, loss: nn.Module):
+        super().__init__()
+        self.model, self.decoder, self.loss = model, decoder, loss
+
+    def forward(self, view_a: dict[str, Any], view_b: dict[str, Any], teacher_feats: torch.Tensor | None,
+                generator: torch.Generator) -> dict[str, torch.Tensor]:
+        out_a = self.model(view_a["image"], valid=view_a["valid"])
+        out_b = self.model(view_b["image"], prototypes=out_a["prototypes"], valid=view_b["valid"])
+        recon = self.decoder(out_a["embed"]) if self.decoder is not None else None
+        return self.loss(out_a, out_b, view_a, view_b, teacher_feats=teacher_feats, recon=recon, generator=generator)
+
+
 @dataclass
 class Trainee:
-    """Everything that learns or holds optimisation state."""
+    """The learning module (possibly DDP-wrapped) and its optimisation state."""
 
-    model: nn.Module
-    decoder: nn.Module | None
-    loss: nn.Module
+    net: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
 
+    @property
+    def core(self) -> TwoViewNet:
+        return _unwrap(self.net)
+
     def state(self) -> dict[str, Any]:
+        core = self.core
         return {
-            "model": _unwrap(self.model).state_dict(),
-            "decoder": self.decoder.state_dict() if self.decoder is not None else None,
-            "loss": self.loss.state_dict(),
+            "model": core.model.state_dict(),
+            "decoder": core.decoder.state_dict() if core.decoder is not None else None,
+            "loss": core.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        _unwrap(self.model).load_state_dict(state["model"])
-        if self.decoder is not None and state.get("decoder") is not None:
-            self.decoder.load_state_dict(state["decoder"])
-        self.loss.load_state_dict(state["loss"])
+        core = self.core
+        core.model.load_state_dict(state["model"])
+        if core.decoder is not None and state.get("decoder") is not None:
+            core.decoder.load_state_dict(state["decoder"])
+        core.loss.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler") is not None:
@@ -107,14 +129,14 @@ def lr_lambda(cfg: Config):
 def build_trainee(cfg: Config, placement: Placement) -> Trainee:
     """Model, decoder, loss state and optimizer, initialised from ``train.seed``."""
     torch.manual_seed(cfg.train.seed)
-    model = build_segmenter(cfg).to(placement.student)
-    decoder = build_decoder(cfg).to(placement.student) if cfg.autoencoder.enabled else None
-    loss = CompositeLoss(cfg).to(placement.student)
-    params = [p for m in (model, decoder, loss) if m is not None for p in m.parameters() if p.requires_grad]
+    model = build_segmenter(cfg)
+    decoder = build_decoder(cfg) if cfg.autoencoder.enabled else None
+    net = TwoViewNet(model, decoder, CompositeLoss(cfg)).to(placement.student)
+    params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     scaler = torch.amp.GradScaler(placement.student.type) if placement.use_scaler else None
-    return Trainee(model, decoder, loss, optimizer, scheduler, scaler)
+    return Trainee(net, optimizer, scheduler, scaler)
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -127,22 +149,24 @@ def _autocast(placement: Placement):
     return torch.autocast(placement.autocast_device, dtype=placement.amp_dtype)
 
 
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The augmentation generator of one step on one rank: depends on nothing else."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+
+
 def train_step(trainee: Trainee, teacher, batch: dict[str, Any], step: int, cfg: Config,
-               placement: Placement) -> dict[str, torch.Tensor]:
+               placement: Placement, rank: int = 0) -> dict[str, torch.Tensor]:
     """One optimizer step on one batch; returns the detached loss terms (``total`` included)."""
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.aug.seed, step]).generate_state(1)[0]))
+    gen = step_generator(cfg.aug.seed, step, rank)
     view_a, view_b = augment_batch(batch, gen, cfg.aug)
     view_a, view_b = _to(view_a, placement.student), _to(view_b, placement.student)
-    trainee.model.train()
+    trainee.net.train()
     with _autocast(placement):
-        out_a = trainee.model(view_a["image"], valid=view_a["valid"])
-        out_b = trainee.model(view_b["image"], prototypes=out_a["prototypes"], valid=view_b["valid"])
-        recon = trainee.decoder(out_a["embed"]) if trainee.decoder is not None else None
         teacher_feats = None
         if teacher is not None:
             with torch.no_grad():
                 teacher_feats = teacher(view_a["image"].to(placement.teacher)).to(placement.student)
-        terms = trainee.loss(out_a, out_b, view_a, view_b, teacher_feats=teacher_feats, recon=recon, generator=gen)
+        terms = trainee.net(view_a, view_b, teacher_feats, gen)
     for name, value in terms.items():
         if not torch.isfinite(value).all():
             raise TrainingError(f"non-finite loss at step {step}: term {name!r} = {value.item()}")
@@ -154,8 +178,7 @@ def train_step(trainee: Trainee, teacher, batch: dict[str, Any], step: int, cfg:
     else:
         total.backward()
     if cfg.train.grad_clip > 0:
-        params = [p for g in trainee.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trainee.net.parameters(), cfg.train.grad_clip)
     if trainee.scaler is not None:
         trainee.scaler.step(trainee.optimizer)
         trainee.scaler.update()
@@ -206,9 +229,14 @@ def fit(
     logger = logger if (logger is not None and is_main) else NullLogger()
     placement = plan_placement(cfg.train.device, cfg.train.amp, cfg.teacher.enabled)
     trainee = build_trainee(cfg, placement)
-    teacher = build_teacher(cfg).to(placement.teacher) if cfg.teacher.enabled else None
+    teacher = None
+    if cfg.teacher.enabled:
+        from segcore.teachers import build_teacher
+
+        teacher = build_teacher(cfg).to(placement.teacher)
     if world_size > 1:
-        trainee.model = nn.parallel.DistributedDataParallel(trainee.model)
+        ids = [placement.student.index] if placement.student.type == "cuda" else None
+        trainee.net = nn.parallel.DistributedDataParallel(trainee.net, device_ids=ids)
     source = source if source is not None else build_tile_source(cfg, rank=rank, world_size=world_size)
     batcher = PatchBatcher(source, cfg.data.patch_sizes, cfg.train.batch_size, cfg.train.seed,
                            cfg.train.multi_scale_mode)
@@ -244,7 +272,7 @@ def fit(
 
     for step in range(start, end):
         batch = batcher.batch(step)
-        terms = train_step(trainee, teacher, batch, step, cfg, placement)
+        terms = train_step(trainee, teacher, batch, step, cfg, placement, rank)
         images += batch["image"].shape[0]
         total = float(terms["total"])
         if total < best_loss:
