@@ -32,7 +32,7 @@ FIELD, MEADOW, FOREST, WATER, ROAD, BUILDING = 1, 2, 3, 4, 5, 6
 # Parcel colours shared by fields and meadows (RGB, 0..255): green crops, ripe crops, bare soil.
 _PARCEL_PALETTE = np.array([[86, 118, 60], [150, 146, 88], [138, 112, 84], [110, 128, 72]], np.float32)
 _FOREST_RGB = np.array([52, 74, 46], np.float32)
-_WATER_PALETTE = np.array([[48, 66, 78], [56, 74, 58]], np.float32)  # clear and algae-green water
+_WATER_PALETTE = np.array([[46, 64, 80], [52, 70, 66]], np.float32)  # clear and silty water
 _ROAD_PALETTE = np.array([[118, 116, 110], [92, 90, 88]], np.float32)
 _ROOF_PALETTE = np.array([[150, 84, 64], [128, 126, 122], [196, 192, 184], [96, 94, 98], [140, 112, 86]], np.float32)
 
@@ -233,7 +233,7 @@ def generate_scene(size: int | tuple[int, int], seed: int, num_classes: int = 6)
             pts = _road_centreline(rng, h, w)
             road = np.zeros((h, w), bool)
             if len(pts):
-                _stamp_disc(road, pts, rng.uniform(1.8, 3.5))
+                _stamp_disc(road, pts, rng.uniform(2.5, 4.5))
             labels[road] = ROAD
             colour[road] = _ROAD_PALETTE[rng.integers(len(_ROAD_PALETTE))] * rng.uniform(0.9, 1.1)
     tex = _texture(rng, labels, parcel, n_parcels) * shade
