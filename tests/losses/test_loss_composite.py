@@ -1,0 +1,109 @@
+"""CompositeLoss: term selection, zero-weight skipping, EMA balancing and state, gradients, bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import segcore.losses.composite as composite
+from segcore.augment import augment_batch
+from segcore.config import Config
+from segcore.losses import TERMS, CompositeLoss
+from segcore.models import build_decoder, build_segmenter
+from segcore.teachers import FakeTeacher
+
+SMALL = {"student.width": 8, "student.embed_dim": 16, "student.depth": 1, "model.embed_dim": 16, "model.max_k": 4}
+
+
+def small_cfg(**kw) -> Config:
+    return Config().replace(**{**SMALL, **kw})
+
+
+def make_batch(seed: int = 0, size: int = 32) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(2, 3, size, size, generator=g)
+    slic = (torch.arange(size)[:, None] // 8 * 4 + torch.arange(size)[None] // 8 + 1).expand(2, size, size)
+    valid = torch.ones(2, size, size, dtype=torch.bool)
+    return {"image": image, "slic": slic.clone(), "target": slic.clone(), "valid": valid}
+
+
+def run(cfg: Config, loss: CompositeLoss | None = None, teacher: bool = False, seed: int = 0, amp: bool = False):
+    torch.manual_seed(0)
+    model, decoder = build_segmenter(cfg), build_decoder(cfg)
+    loss = loss if loss is not None else CompositeLoss(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    a, b = augment_batch(make_batch(seed), gen, cfg.aug)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        out_a = model(a["image"], valid=a["valid"])
+        out_b = model(b["image"], prototypes=out_a["prototypes"], valid=b["valid"])
+        feats = FakeTeacher(384, seed=0)(a["image"]) if teacher else None
+        terms = loss(out_a, out_b, a, b, teacher_feats=feats, recon=decoder(out_a["embed"]), generator=gen)
+    return terms, model, decoder, loss
+
+
+def test_default_terms_and_teacher_terms_only_with_features():
+    terms, *_ = run(small_cfg())
+    expected = {"consistency", "entropy", "marginal", "smooth", "cluster", "slic_pull", "slic_push", "tv"}
+    assert set(terms) == expected | {"recon", "recon_grad", "total"}
+    cfg = small_cfg(**{"teacher.enabled": True, "teacher.name": "fake"})
+    assert {"feature", "affinity"} <= set(run(cfg, teacher=True)[0])
+    assert "feature" not in run(cfg, teacher=False)[0]
+    assert "recon" not in run(small_cfg(**{"autoencoder.enabled": False}))[0]
+
+
+def test_zero_weight_terms_are_not_computed(monkeypatch):
+    def boom(*args, **kw):
+        raise AssertionError("a zero-weight term was computed")
+
+    for name in ("slic_push_loss", "slic_pull_loss", "smoothness_loss", "consistency_loss", "recon_losses"):
+        monkeypatch.setattr(composite, name, boom)
+    cfg = small_cfg(**{"loss.slic": 0.0, "loss.smooth": 0.0, "loss.consistency": 0.0, "autoencoder.lambda_recon": 0.0})
+    terms, *_ = run(cfg)
+    assert not {"slic_push", "slic_pull", "smooth", "consistency", "recon", "recon_grad"} & set(terms)
+    assert "entropy" in terms
+
+
+def test_first_step_total_is_weighted_signs_then_ema_updates():
+    cfg = small_cfg()
+    weights = composite.term_weights(cfg)
+    terms, _, _, loss = run(cfg)
+    raw = {k: v.item() for k, v in terms.items() if k != "total"}
+    expected = sum(weights[k] * v / max(abs(v), composite.EMA_FLOOR) for k, v in raw.items())
+    assert terms["total"].item() == pytest.approx(expected, rel=1e-5)
+    first = loss.ema.clone()
+    terms2, *_ = run(cfg, loss=loss, seed=1)
+    i = TERMS.index("entropy")
+    assert loss.ema[i].item() == pytest.approx(0.9 * first[i].item() + 0.1 * abs(terms2["entropy"].item()), rel=1e-5)
+    assert not loss.ema_seen[TERMS.index("feature")]
+
+
+def test_ema_state_round_trips_and_eval_does_not_update():
+    cfg = small_cfg()
+    _, _, _, loss = run(cfg)
+    fresh = CompositeLoss(cfg)
+    fresh.load_state_dict(loss.state_dict())
+    a, *_ = run(cfg, loss=loss, seed=3)
+    b, *_ = run(cfg, loss=fresh, seed=3)
+    assert a["total"].item() == b["total"].item()
+    before = loss.ema.clone()
+    run(cfg, loss=loss.eval(), seed=4)
+    torch.testing.assert_close(loss.ema, before)
+
+
+def test_gradients_reach_every_trained_part():
+    cfg = small_cfg(**{"teacher.enabled": True, "teacher.name": "fake", "model.refiner": True})
+    terms, model, decoder, loss = run(cfg, teacher=True)
+    terms["total"].backward()
+    parts = {"student": model.student, "refiner": model.refiner, "decoder": decoder, "feature_proj": loss.feature_proj}
+    for name, part in parts.items():
+        grads = [p.grad for p in part.parameters()]
+        assert grads, name
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_bf16_autocast_forward_backward():
+    cfg = small_cfg(**{"teacher.enabled": True, "teacher.name": "fake"})
+    terms, model, *_ = run(cfg, teacher=True, amp=True)
+    assert torch.isfinite(terms["total"])
+    terms["total"].backward()
+    assert all(p.grad is not None for p in model.student.parameters())
