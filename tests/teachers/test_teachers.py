@@ -69,7 +69,7 @@ def test_missing_weights_fall_back_with_warning_or_raise(tmp_path, caplog):
     assert isinstance(teacher, FakeTeacher)
     assert teacher.feat_dim == teacher_feat_dim(cfg) == 768
     assert str(missing) in caplog.text
-    with pytest.raises(ArtifactError, match="nope.pth"):
+    with pytest.raises(ArtifactError, match=r"nope\.pth"):
         build_teacher(cfg.replace(**{"teacher.required": True}))
 
 
