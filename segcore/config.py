@@ -159,6 +159,9 @@ class EvalConfig:
     max_side: int = _f(512, "images are downsampled (every s-th pixel) to at most this side")
     num_overlays: int = _f(4, "overlay PNGs written (image | prediction | labels)")
     speckle_px: int = _f(16, "connected components smaller than this count as speckle")
+    num_classes: int = _f(0, "classes in the labels (0: classes.csv beside the data, else the largest label)")
+    synthetic_count: int = _f(4, "scenes evaluated for --synthetic (seeds scene_seed(seed, i), i < count)")
+    synthetic_size: int = _f(256, "side in pixels of each evaluation scene for --synthetic")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,346 @@
+"""Evaluation over a split: ``metrics.json``, ``per_image.csv``, ``summary.md`` and overlay PNGs.
+
+Protocol (``/work/shared/data/README.md``): every image is downsampled to at most ``eval.max_side``
+px by keeping every ``s``-th pixel, ``s = ceil(max(H, W) / max_side)``. Per image, the model
+produces ``k = eval.k`` segments (0: the number of classes); segments are matched one-to-one to
+classes by the Hungarian method on pixels with label > 0 (:mod:`segcore.metrics`) and the matched
+confusion matrices are summed over the split. Reported (flat keys, the MLflow metric names):
+
+* ``val/miou`` (over classes present), ``val/pixel_acc``, ``val/iou/<id>``, ``val/unmatched_frac``;
+* ``val/majority/miou``, ``val/majority/pixel_acc``, ``val/majority/iou/<id>``: **many-to-one**
+  (each segment to its majority class) with ``k = model.max_k`` segments, a looser score;
+* ``proxy/utilization``, ``proxy/speckle``, ``proxy/boundary_density`` (label-free, at ``k``) and
+  ``proxy/two_view_consistency``: the image and its transposed copy (hflip then rot90) are segmented
+  independently, the second map is brought back, its ids are matched one-to-one to the first
+  map's (Hungarian on co-occurrence) and the share of valid pixels that agree is reported;
+* ``val/k``, ``val/majority_k``, ``val/images``, ``cost/seconds_per_image`` (the k-segment pass).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segcore.config import Config
+from segcore.errors import ConfigError
+from segcore.metrics import MatchedIoU, ProxyMetrics, kmeans_rgb_labels, scores, two_view_consistency
+from segcore.overlays import matched_classes, render_overlay, save_png
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalImage:
+    """One downsampled evaluation image: ``image uint8 (H, W, 3)``, ``target int64 (H, W)`` class ids
+    (``<= 0`` ignored), ``valid bool (H, W)``; ``stride`` is the downsampling step ``s``."""
+
+    name: str
+    image: np.ndarray
+    target: np.ndarray
+    valid: np.ndarray
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """A split to evaluate: ``images()`` yields :class:`EvalImage` lazily (one at a time in memory)."""
+
+    name: str
+    num_classes: int
+    images: Callable[[], Iterator[EvalImage]]
+
+
+def downsample_stride(height: int, width: int, max_side: int) -> int:
+    """``s = ceil(max(H, W) / max_side)`` (at least 1)."""
+    return max(1, math.ceil(max(height, width) / max(max_side, 1)))
+
+
+# -- predictors ------------------------------------------------------------------------------------
+class KMeansBaseline:
+    """The README's colour baseline: k-means on RGB pixels (:func:`segcore.metrics.kmeans_rgb_labels`)."""
+
+    name = "kmeans-rgb"
+
+    def __init__(self, max_k: int, seed: int = 0):
+        self.max_k, self.seed = max_k, seed
+
+    def segment(self, image: np.ndarray, k: int, valid: np.ndarray) -> np.ndarray:
+        labels = kmeans_rgb_labels(image, k, self.seed, valid if valid.any() else None)
+        return np.maximum(labels, 0)
+
+
+class NumpyPredictor:
+    """An export run by :class:`segcore.runtime.NumpyModel`."""
+
+    name = "numpy-export"
+
+    def __init__(self, model):
+        self.model, self.max_k = model, model.max_k
+
+    def segment(self, image: np.ndarray, k: int, valid: np.ndarray) -> np.ndarray:
+        return self.model.segment(image, k, valid)
+
+
+class TorchPredictor:
+    """A :class:`~segcore.models.segmenter.MonolithicSegmenter`, run on the CPU in eval mode."""
+
+    name = "torch"
+
+    def __init__(self, model):
+        self.model, self.max_k = model.eval(), model.head.max_k
+
+    def segment(self, image: np.ndarray, k: int, valid: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)[None]
+        with torch.no_grad():
+            out = self.model(x, k=k, valid=torch.from_numpy(valid)[None])
+        return out["labels"][0].numpy()
+
+
+def resolve_predictor(model_or_checkpoint: Any, cfg: Config):
+    """``"kmeans"``, a segmenter module, a ``NumpyModel``, an export directory or a checkpoint file."""
+    if isinstance(model_or_checkpoint, str) and model_or_checkpoint == "kmeans":
+        return KMeansBaseline(cfg.model.max_k, cfg.train.seed)
+    if hasattr(model_or_checkpoint, "segment") and hasattr(model_or_checkpoint, "fit_prototypes"):
+        return NumpyPredictor(model_or_checkpoint)
+    if hasattr(model_or_checkpoint, "head") and hasattr(model_or_checkpoint, "student"):
+        return TorchPredictor(model_or_checkpoint)
+    path = Path(model_or_checkpoint)
+    if path.is_dir():
+        from segcore.runtime import load_export
+
+        return NumpyPredictor(load_export(path))
+    from segcore.checkpoint import load_checkpoint
+    from segcore.models import build_segmenter
+
+    state = load_checkpoint(path)
+    model = build_segmenter(Config.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    return TorchPredictor(model)
+
+
+# -- evaluation -------------------------------------------------------------------------------------
+def _transposed(image: np.ndarray) -> np.ndarray:
+    """hflip then rot90 (k=1) of an ``(H, W, ...)`` array: the second view of the consistency check."""
+    return np.ascontiguousarray(np.rot90(np.flip(image, axis=1), 1, axes=(0, 1)))
+
+
+def _untransposed(labels: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.flip(np.rot90(labels, -1, axes=(0, 1)), axis=1))
+
+
+def view_consistency(predictor, item: EvalImage, k: int, labels_a: np.ndarray) -> float:
+    """Agreement of ``labels_a`` with the labels of the transposed view mapped back (ids matched)."""
+    labels_b = _untransposed(predictor.segment(_transposed(item.image), k, _transposed(item.valid)))
+    mapping = matched_classes(labels_b, np.where(item.valid, labels_a + 1, 0), int(labels_a.max()) + 1)
+    lut = np.full(int(labels_b.max()) + 1, -1, np.int64)
+    for seg, cls in mapping.items():
+        lut[seg] = cls - 1
+    return two_view_consistency(labels_a, lut[labels_b], item.valid)
+
+
+def evaluate(model_or_checkpoint: Any, data: EvalData, cfg: Config, out_dir: str | Path) -> dict[str, float]:
+    """Score a model on ``data`` and write the report files into ``out_dir``.
+
+    Args:
+        model_or_checkpoint: see :func:`resolve_predictor`.
+        data: the split (:func:`synthetic_data`, :func:`raster_data`, :func:`shard_data`).
+        cfg: uses ``cfg.eval`` (``k``, ``num_overlays``, ``speckle_px``) and ``cfg.model.max_k``.
+        out_dir: receives ``metrics.json``, ``per_image.csv``, ``summary.md``, ``overlays/<image>.png``.
+
+    Returns:
+        The flat metrics dict written to ``metrics.json``.
+    """
+    import pandas as pd
+
+    predictor = resolve_predictor(model_or_checkpoint, cfg)
+    k = cfg.eval.k or data.num_classes
+    big_k = max(predictor.max_k, k) if not isinstance(predictor, KMeansBaseline) else cfg.model.max_k
+    if k > predictor.max_k:
+        raise ConfigError(f"eval.k={k} exceeds the model's max_k={predictor.max_k}; set eval.k lower")
+    out = Path(out_dir)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    matched, majority = MatchedIoU(data.num_classes), MatchedIoU(data.num_classes)
+    proxy = ProxyMetrics(k, cfg.eval.speckle_px)
+    rows, consistency, seconds = [], [], 0.0
+    for index, item in enumerate(data.images()):
+        t0 = time.perf_counter()
+        pred = predictor.segment(item.image, k, item.valid)
+        seconds += time.perf_counter() - t0
+        conf = matched.update(pred, item.target)
+        pred_big = pred if big_k == k else predictor.segment(item.image, big_k, item.valid)
+        majority.update(pred_big, item.target)
+        one = proxy.update(pred, item.valid)
+        consistency.append(view_consistency(predictor, item, k, pred))
+        own = scores(conf)
+        rows.append({"image": item.name, "height": item.image.shape[0], "width": item.image.shape[1],
+                     "stride": item.stride, "miou": own["miou"], "pixel_acc": own["pixel_acc"],
+                     "utilization": one["proxy/utilization"], "speckle": one["proxy/speckle"],
+                     "boundary_density": one["proxy/boundary_density"], "two_view_consistency": consistency[-1]})
+        if index < cfg.eval.num_overlays:
+            mapping = matched_classes(pred, item.target, data.num_classes)
+            save_png(out / "overlays" / f"{_safe(item.name)}.png",
+                     render_overlay(item.image, pred, item.target, item.valid, mapping))
+    if not rows:
+        raise ConfigError(f"evaluation data {data.name} holds no images")
+    metrics = _collect(matched, majority, proxy, consistency, k, big_k, len(rows), seconds)
+    _write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+    _write_text(out / "per_image.csv", pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+    _write_text(out / "summary.md", summary_markdown(metrics, data.name, predictor.name))
+    log.info("evaluated %d images of %s: mIoU %.3f, pixel acc %.3f", len(rows), data.name,
+             metrics["val/miou"], metrics["val/pixel_acc"])
+    return metrics
+
+
+def _collect(matched: MatchedIoU, majority: MatchedIoU, proxy: ProxyMetrics, consistency: list[float],
+             k: int, big_k: int, n: int, seconds: float) -> dict[str, float]:
+    metrics = {f"val/{key}": v for key, v in matched.compute().items() if not key.startswith("majority/")}
+    metrics.update({f"val/{key}": v for key, v in majority.compute().items() if key.startswith("majority/")})
+    metrics.update(proxy.compute())
+    metrics["proxy/two_view_consistency"] = float(np.mean(consistency))
+    metrics.update({"val/k": float(k), "val/majority_k": float(big_k), "val/images": float(n),
+                    "cost/seconds_per_image": seconds / n})
+    return metrics
+
+
+def summary_markdown(metrics: dict[str, float], data_name: str, method: str) -> str:
+    """A small markdown table of the headline numbers."""
+    k, big_k = int(metrics["val/k"]), int(metrics["val/majority_k"])
+    lines = [f"# Evaluation: {method} on {data_name} ({int(metrics['val/images'])} images)", "",
+             "| metric | value |", "|---|---|",
+             f"| mIoU (Hungarian one-to-one, k={k}) | {metrics['val/miou']:.3f} |",
+             f"| pixel accuracy (Hungarian, k={k}) | {metrics['val/pixel_acc']:.3f} |",
+             f"| mIoU (majority many-to-one, k={big_k}) | {metrics['val/majority/miou']:.3f} |",
+             f"| utilization | {metrics['proxy/utilization']:.3f} |",
+             f"| speckle | {metrics['proxy/speckle']:.3f} |",
+             f"| boundary density | {metrics['proxy/boundary_density']:.3f} |",
+             f"| two-view consistency | {metrics['proxy/two_view_consistency']:.3f} |",
+             f"| seconds per image (CPU) | {metrics['cost/seconds_per_image']:.3f} |", ""]
+    per_class = sorted((int(key.rsplit("/", 1)[1]), v) for key, v in metrics.items() if key.startswith("val/iou/"))
+    if per_class:
+        lines += ["| class | IoU |", "|---|---|"] + [f"| {c} | {v:.3f} |" for c, v in per_class] + [""]
+    return "\n".join(lines)
+
+
+# -- data sources -----------------------------------------------------------------------------------
+def synthetic_data(seed: int, count: int = 4, size: int = 256, max_side: int = 512) -> EvalData:
+    """``count`` generated scenes of ``size`` px; scene ``i`` uses seed ``scene_seed(seed, i)``.
+
+    Training scenes use ``scene_seed(TRAIN_NAMESPACE + train_seed, i)``
+    (:mod:`segcore.data.sources`), so evaluation seeds below ``TRAIN_NAMESPACE`` never draw a
+    training scene.
+    """
+    from segcore.data.sources import TRAIN_NAMESPACE
+    from segcore.data.synthetic import CLASS_NAMES, generate_scene, scene_seed
+
+    if not 0 <= seed < TRAIN_NAMESPACE:
+        raise ConfigError(f"evaluation seed {seed} must be in 0..{TRAIN_NAMESPACE - 1} (larger seeds are training's)")
+
+    def images() -> Iterator[EvalImage]:
+        for i in range(count):
+            scene = generate_scene(size, scene_seed(seed, i))
+            s = downsample_stride(size, size, max_side)
+            yield EvalImage(f"synthetic-{seed}-{i:03d}", scene.image[::s, ::s], scene.labels[::s, ::s].astype(np.int64),
+                            np.ones(scene.labels[::s, ::s].shape, bool), s)
+
+    return EvalData(f"synthetic:seed={seed}", len(CLASS_NAMES), images)
+
+
+def _read_strided(image_path: str, label_path: str | None, max_side: int, data_cfg) -> EvalImage:
+    """Every ``s``-th pixel of a raster and its labels, read in row strips (never the whole raster)."""
+    from rasterio.windows import Window
+
+    from segcore.data.raster import inspect_raster, open_raster, read_label, read_rgb
+
+    info = inspect_raster(image_path, data_cfg)
+    s = downsample_stride(info.height, info.width, max_side)
+    strip = s * max(1, 256 // s)
+    rgbs, valids, targets = [], [], []
+    with open_raster(image_path) as ds:
+        for row in range(0, info.height, strip):
+            window = Window(0, row, info.width, min(strip, info.height - row))
+            rgb, valid = read_rgb(ds, info, window, data_cfg)
+            rgbs.append(rgb[::s, ::s])
+            valids.append(valid[::s, ::s])
+    if label_path:
+        with open_raster(label_path) as ds:
+            for row in range(0, info.height, strip):
+                window = Window(0, row, info.width, min(strip, info.height - row))
+                targets.append(read_label(ds, window, ds.width, ds.height)[::s, ::s])
+    valid = np.concatenate(valids)
+    target = np.concatenate(targets) if targets else np.zeros(valid.shape, np.int64)
+    return EvalImage(Path(image_path).stem, np.concatenate(rgbs), np.where(valid, target, 0), valid, s)
+
+
+def raster_data(path: str | Path, max_side: int = 512, num_classes: int = 0, data_cfg=None) -> EvalData:
+    """GeoTIFFs with labels: a manifest CSV (``image,label`` columns) or a directory with
+    ``images/`` and ``labels/`` holding files of the same names.
+
+    ``num_classes`` 0: the ids of ``classes.csv`` beside the manifest/directory (``id,name``, 0 =
+    ignore), else the largest label value found.
+    """
+    import pandas as pd
+
+    from segcore.config import DataConfig
+    from segcore.data.raster import RasterSource, read_manifest_csv
+
+    data_cfg = data_cfg or DataConfig()
+    path = Path(path)
+    if path.is_dir():
+        images = sorted(p for p in (path / "images").glob("*.tif*"))
+        sources = [RasterSource(str(p), str(path / "labels" / p.name)) for p in images]
+        base = path
+    else:
+        sources, base = read_manifest_csv(path), path.parent
+    if not sources:
+        raise ConfigError(f"{path}: no images to evaluate (expected a manifest CSV or images/ + labels/)")
+    if not num_classes and (base / "classes.csv").is_file():
+        num_classes = int(pd.read_csv(base / "classes.csv")["id"].max())
+
+    def images() -> Iterator[EvalImage]:
+        for src in sources:
+            yield _read_strided(src.image, src.label, max_side, data_cfg)
+
+    if not num_classes:
+        num_classes = max(int(item.target.max()) for item in images())
+    return EvalData(str(path), max(num_classes, 1), images)
+
+
+def shard_data(root: str | Path, split: str, cfg: Config, num_classes: int) -> EvalData:
+    """Tiles of a built shard split (``<processed_root>/<dataset>``), each downsampled by the protocol."""
+    from segcore.data.shard_dataset import ShardDataset
+
+    if num_classes < 1:
+        raise ConfigError("shard evaluation needs eval.num_classes (the shards do not record a class count)")
+    dataset = ShardDataset(root, split, cfg.replace(**{"data.require_slic": False}))
+
+    def images() -> Iterator[EvalImage]:
+        for shard, rows in enumerate(dataset.index):
+            for position in range(len(rows)):
+                sample = dataset.load(shard, position)
+                rgb = np.rint(sample["image"].numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
+                s = downsample_stride(rgb.shape[0], rgb.shape[1], cfg.eval.max_side)
+                yield EvalImage(str(sample["meta"]["tile_id"]), rgb[::s, ::s], sample["target"].numpy()[::s, ::s],
+                                sample["valid"].numpy()[::s, ::s], s)
+
+    return EvalData(f"{root}:{split}", num_classes, images)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
