@@ -83,8 +83,10 @@ def main() -> None:
     print(f"synthetic scenes, seeds {seeds[0]}..{seeds[-1]}, {args.size} px, K = 6, Hungarian matched, summed")
     print(markdown(rows, 6))
     for r in rows:
-        print(f"{r['method']}: proxy/speckle {r['proxy/speckle']:.3f}, proxy/boundary_density "
-              f"{r['proxy/boundary_density']:.3f}, proxy/utilization {r['proxy/utilization']:.3f}")
+        print(
+            f"{r['method']}: proxy/speckle {r['proxy/speckle']:.3f}, proxy/boundary_density "
+            f"{r['proxy/boundary_density']:.3f}, proxy/utilization {r['proxy/utilization']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -143,9 +143,7 @@ def two_views(sample: dict[str, Any], gen: torch.Generator, cfg: AugConfig) -> t
     return augment_view(sample, gen, cfg), augment_view(sample, gen, cfg)
 
 
-def augment_batch(
-    batch: dict[str, Any], gen: torch.Generator, cfg: AugConfig
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def augment_batch(batch: dict[str, Any], gen: torch.Generator, cfg: AugConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Two view batches of a collated batch (``image (B, 3, H, W)``, ``slic/target/valid (B, H, W)``).
 
     Each item gets its own geometry and photometry; the views carry ``geom int64 (B, 3)``. For

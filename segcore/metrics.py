@@ -227,7 +227,11 @@ class ProxyMetrics:
 
 def _sq_dists(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """``(N, k)`` squared Euclidean distances, float64 for ties that do not depend on BLAS order."""
-    return ((x[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    out = np.empty((len(x), len(centres)))
+    for j, centre in enumerate(centres):  # one (N, D) temporary at a time
+        diff = x - centre
+        out[:, j] = np.einsum("nd,nd->n", diff, diff)
+    return out
 
 
 def kmeans_fit(x: np.ndarray, k: int, seed: int, iters: int = 20) -> np.ndarray:
@@ -249,8 +253,7 @@ def kmeans_fit(x: np.ndarray, k: int, seed: int, iters: int = 20) -> np.ndarray:
         d2 = np.minimum(d2, _sq_dists(x, centres[j : j + 1])[:, 0])
     for _ in range(iters):
         assign = _sq_dists(x, centres).argmin(1)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, assign, x)
+        sums = np.stack([np.bincount(assign, x[:, d], minlength=k) for d in range(x.shape[1])], axis=1)
         counts = np.bincount(assign, minlength=k)
         moved = counts > 0
         new = centres.copy()

@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     )
     logger.info(
         "wrote %d synthetic scenes of %s px (seed %d) to %s: images/, labels/, manifest.csv, classes.csv",
-        args.count, args.size, args.seed, out,
+        args.count,
+        args.size,
+        args.seed,
+        out,
     )
     return 0

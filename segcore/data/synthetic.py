@@ -108,9 +108,8 @@ def _stamp_disc(mask: np.ndarray, pts: np.ndarray, radius: float) -> None:
 
 def _road_centreline(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """``(N, 2)`` points (row, col), 1 px apart, of a gently curving road crossing the scene."""
-    side = rng.integers(4)
-    start = {0: (0.0, rng.uniform(0, w)), 1: (h - 1.0, rng.uniform(0, w)),
-             2: (rng.uniform(0, h), 0.0), 3: (rng.uniform(0, h), w - 1.0)}[int(side)]
+    side, t = int(rng.integers(4)), rng.uniform(0.0, 1.0)  # which border, and where along it
+    start = [(0.0, t * w), (h - 1.0, t * w), (t * h, 0.0), (t * h, w - 1.0)][side]
     heading = math.atan2(h / 2 - start[0], w / 2 - start[1]) + rng.uniform(-0.6, 0.6)
     steps = int(2.5 * (h + w))
     curvature = rng.uniform(0.002, 0.008) * _smooth_noise(rng, 1, steps, 120.0)[0]  # rad per px
@@ -383,13 +382,11 @@ def write_synthetic_dataset(
         scene = generate_scene((h, w), scene_seed(seed, i))
         name = f"scene-{i:03d}.tif"
         origin = (500000.0 + i * (w * pixel_size + 100.0), 5000000.0)
-        write_scene_geotiff(
-            scene, out / "images" / name, out / "labels" / name,
-            origin=origin, pixel_size=pixel_size, nodata_border=nodata_border,
-        )
+        paths = (out / "images" / name, out / "labels" / name)
+        write_scene_geotiff(scene, *paths, origin=origin, pixel_size=pixel_size, nodata_border=nodata_border)
         split = "val" if i >= count - n_val else "train"
         rows.append(f"images/{name},labels/{name},{split}")
-        logger.debug("wrote scene %d (seed %d) to %s", i, scene.seed, out / "images" / name)
+        logger.debug("wrote scene %d (seed %d) to %s", i, scene.seed, paths[0])
     _atomic_write_text(out / "manifest.csv", "\n".join(rows) + "\n")
     classes = ["id,name", "0,ignore"] + [f"{i},{n}" for i, n in enumerate(CLASS_NAMES, start=1)]
     _atomic_write_text(out / "classes.csv", "\n".join(classes) + "\n")

@@ -75,8 +75,11 @@ def test_fields_and_meadows_share_colour_but_not_texture():
         for cls in energy:
             energy[cls].append(band[scene.labels == cls])
     field, meadow, forest = (np.concatenate(pixels[c]).mean(0) for c in (FIELD, MEADOW, FOREST))
-    assert np.abs(field - meadow).max() < 10  # same palette
-    assert np.abs(field - forest).max() > 40  # whereas forest is a different colour
+    # Same palette: the pooled means differ only by which parcels happened to draw which colour
+    # (a few grey levels, up to ~15 over three scenes), far less than forest differs from either.
+    assert np.abs(field - meadow).max() < 20
+    assert np.abs(field - forest).max() > 3 * np.abs(field - meadow).max()
+    assert np.abs(meadow - forest).max() > 3 * np.abs(field - meadow).max()
     assert np.concatenate(energy[FIELD]).mean() > 5 * np.concatenate(energy[MEADOW]).mean()
 
 
