@@ -242,7 +242,9 @@ def _run_shards(plan, pool, todo):
         for i in todo:
             yield i, _write_or_error(plan, plan.shards[i])
         return
-    futures = {i: pool.submit(_write_or_error, plan, plan.shards[i]) for i in todo}
+    # Largest shards first keeps the workers evenly busy; results still come back in shard order.
+    by_size = sorted(todo, key=lambda i: (-len(plan.shards[i].tiles), i))
+    futures = {i: pool.submit(_write_or_error, plan, plan.shards[i]) for i in by_size}
     for i in todo:  # in shard order: the callback and the progress bar see a stable sequence
         yield i, futures[i].result()
 
