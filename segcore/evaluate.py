@@ -108,11 +108,13 @@ class TorchPredictor:
 
 
 def resolve_predictor(model_or_checkpoint: Any, cfg: Config):
-    """``"kmeans"``, a segmenter module, a ``NumpyModel``, an export directory or a checkpoint file."""
+    """``"kmeans"``, a segmenter module, an export directory, a checkpoint file, or any predictor:
+    an object with ``max_k`` and ``segment(image uint8 (H, W, 3), k, valid bool (H, W)) -> int (H, W)``
+    (a :class:`~segcore.runtime.NumpyModel` is one)."""
     if isinstance(model_or_checkpoint, str) and model_or_checkpoint == "kmeans":
         return KMeansBaseline(cfg.model.max_k, cfg.train.seed)
-    if hasattr(model_or_checkpoint, "segment") and hasattr(model_or_checkpoint, "fit_prototypes"):
-        return NumpyPredictor(model_or_checkpoint)
+    if hasattr(model_or_checkpoint, "segment") and hasattr(model_or_checkpoint, "max_k"):
+        return model_or_checkpoint  # a NumpyModel or any object with segment(image, k, valid) and max_k
     if hasattr(model_or_checkpoint, "head") and hasattr(model_or_checkpoint, "student"):
         return TorchPredictor(model_or_checkpoint)
     path = Path(model_or_checkpoint)
@@ -196,7 +198,8 @@ def evaluate(model_or_checkpoint: Any, data: EvalData, cfg: Config, out_dir: str
     metrics = _collect(matched, majority, proxy, consistency, k, big_k, len(rows), seconds)
     _write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     _write_text(out / "per_image.csv", pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
-    _write_text(out / "summary.md", summary_markdown(metrics, data.name, predictor.name))
+    method = getattr(predictor, "name", type(predictor).__name__)
+    _write_text(out / "summary.md", summary_markdown(metrics, data.name, method))
     log.info("evaluated %d images of %s: mIoU %.3f, pixel acc %.3f", len(rows), data.name,
              metrics["val/miou"], metrics["val/pixel_acc"])
     return metrics
