@@ -82,8 +82,8 @@ def sample_windows(width: int, height: int, sample_pixels: int, side: int = SAMP
         return [(0, 0, width, height)]
     sw, sh = min(side, width), min(side, height)
     n = max(1, math.ceil(budget / (sw * sh)))
-    gx = max(1, min(math.ceil(math.sqrt(n * width / height)), width // sw))
-    gy = max(1, min(math.ceil(n / gx), height // sh))
+    gy = max(1, min(round(math.sqrt(n * height / width)), height // sh))
+    gx = max(1, min(math.ceil(n / gy), width // sw))
 
     def origins(extent: int, size: int, count: int) -> list[int]:
         if count == 1:
@@ -110,7 +110,8 @@ def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int =
         protos = model.fit_prototypes(embeds[0], k, valids[0])
         cells = int(valids[0].sum())
     else:
-        sample = np.concatenate([z.reshape(z.shape[0], -1).T[v.reshape(-1)] for z, v in zip(embeds, valids)])
+        pairs = zip(embeds, valids, strict=True)
+        sample = np.concatenate([z.reshape(z.shape[0], -1).T[v.reshape(-1)] for z, v in pairs])
         step = max(1, math.ceil(len(sample) / sample_pixels))
         sample = sample[::step]
         cells = len(sample)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import REPO_ROOT
+
 from segcore.config import Config
 from segcore.data.synthetic import generate_scene
 from segcore.errors import ArtifactError
@@ -133,6 +133,7 @@ def test_fit_prototypes_matches_torch_head(tmp_path):
     protos = exported.fit_prototypes(exported.embed(image), 5)
     np.testing.assert_allclose(protos, ref["prototypes"][0].numpy(), atol=1e-5)
     probs, labels = exported.assign(exported.embed(image), protos, (80, 120))
+    assert np.array_equal(labels, ref["labels"][0].numpy())
     np.testing.assert_allclose(probs, ref["probs"][0].numpy(), atol=1e-5)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="max_k"):
@@ -186,14 +187,14 @@ def test_missing_directory(tmp_path):
 def test_truncated_npz(small_export):
     data = (small_export / "model.npz").read_bytes()
     (small_export / "model.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ArtifactError, match="model.npz is unreadable or truncated"):
+    with pytest.raises(ArtifactError, match=r"model\.npz is unreadable or truncated"):
         load_export(small_export)
 
 
 def test_truncated_meta(small_export):
     text = (small_export / "meta.json").read_text()
     (small_export / "meta.json").write_text(text[:40])
-    with pytest.raises(ArtifactError, match="meta.json is unreadable"):
+    with pytest.raises(ArtifactError, match=r"meta\.json is unreadable"):
         load_export(small_export)
 
 
@@ -214,7 +215,7 @@ def _rewrite_npz(path, change) -> None:
 
 def test_missing_array(small_export):
     _rewrite_npz(small_export, lambda a: a.pop("student.stem2.conv.weight"))
-    with pytest.raises(ArtifactError, match="lacks array 'student.stem2.conv.weight'"):
+    with pytest.raises(ArtifactError, match=r"lacks array 'student\.stem2\.conv\.weight'"):
         load_export(small_export)
 
 
@@ -226,7 +227,7 @@ def test_wrong_shape(small_export):
 
 def test_wrong_dtype(small_export):
     _rewrite_npz(small_export, lambda a: a.update({"student.mean": a["student.mean"].astype(np.float64)}))
-    with pytest.raises(ArtifactError, match="'student.mean' is float64"):
+    with pytest.raises(ArtifactError, match=r"'student\.mean' is float64"):
         load_export(small_export)
 
 

@@ -1,0 +1,153 @@
+"""Tiled raster prediction: tiled == whole, georeferencing and nodata kept, CLI, sample windows."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import SHARED_DATA
+from rasterio.errors import NotGeoreferencedWarning
+
+from segcore.cli.main import main as cli_main
+from segcore.config import Config
+from segcore.data.synthetic import generate_scene, write_scene_geotiff
+from segcore.export import export_model
+from segcore.models import build_segmenter
+from segcore.predict import predict_raster, sample_windows
+from segcore.runtime import load_export
+
+SMALL = {"student.width": 16, "student.groups": 4, "student.embed_dim": 16, "model.embed_dim": 16,
+         "model.temperature": 0.1}
+
+
+def _export(tmp_path, **overrides):
+    cfg = Config().replace(**{**SMALL, **overrides})
+    torch.manual_seed(0)
+    return load_export(export_model(build_segmenter(cfg), cfg, tmp_path / "export"))
+
+
+@pytest.fixture
+def scene_tif(tmp_path):
+    scene = generate_scene((300, 262), seed=5)
+    write_scene_geotiff(scene, tmp_path / "img.tif", tmp_path / "lab.tif", origin=(500000.0, 5000000.0),
+                        pixel_size=0.5, nodata_border=6)
+    return tmp_path / "img.tif", scene
+
+
+def _read(path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "sample_pixels"),
+    [({}, 65536), ({}, 1500), ({"model.refiner": True, "student.depth": 2, "model.smooth_iters": 3}, 65536)],
+    ids=["one-sample-window", "grid-of-sample-windows", "refiner-depth2-smooth3"],
+)
+def test_tiled_equals_whole(tmp_path, scene_tif, overrides, sample_pixels):
+    # halo=0 asks for the smallest halo: the model's receptive radius, which must suffice for equality.
+    model = _export(tmp_path, **overrides)
+    src, _ = scene_tif
+    tiled = predict_raster(src, tmp_path / "tiled.tif", model, 5, tile=64, halo=0, sample_pixels=sample_pixels,
+                           progress=False)
+    whole = predict_raster(src, tmp_path / "whole.tif", model, 5, tile=4096, sample_pixels=sample_pixels,
+                           progress=False)
+    assert tiled.tiles == 25
+    assert whole.tiles == 1
+    assert tiled.halo == model.receptive_radius() + (-model.receptive_radius()) % 4
+    a, b = _read(tmp_path / "tiled.tif"), _read(tmp_path / "whole.tif")
+    assert np.array_equal(a, b)
+    assert set(np.unique(a)) <= set(range(6))
+    assert len(np.unique(a[a > 0])) >= 3
+
+
+def test_single_window_equals_segment(tmp_path, scene_tif):
+    model = _export(tmp_path)
+    src, _ = scene_tif
+    predict_raster(src, tmp_path / "out.tif", model, 5, tile=96, progress=False)
+    with rasterio.open(src) as ds:
+        image, valid = ds.read().transpose(1, 2, 0), ds.read_masks(1) > 0
+    expect = np.where(valid, model.segment(image, 5, valid) + 1, 0)
+    assert np.array_equal(_read(tmp_path / "out.tif"), expect)
+
+
+def test_nodata_and_georeferencing_kept(tmp_path, scene_tif):
+    model = _export(tmp_path)
+    src, _ = scene_tif
+    predict_raster(src, tmp_path / "out.tif", model, 4, tile=128, progress=False)
+    with rasterio.open(src) as a, rasterio.open(tmp_path / "out.tif") as b:
+        assert b.crs == a.crs
+        assert b.transform == a.transform
+        assert (b.width, b.height) == (a.width, a.height)
+        assert b.dtypes == ("uint8",)
+        assert b.nodata == 0
+        labels, valid = b.read(1), a.read_masks(1) > 0
+    assert (labels[~valid] == 0).all()
+    assert (labels[valid] >= 1).all()
+    assert labels.max() <= 4
+    assert not valid[:6].any()  # the nodata border is really there
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_raster_without_crs_stays_without(tmp_path):
+    model = _export(tmp_path)
+    image = generate_scene(80, seed=3).image.transpose(2, 0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp_path / "plain.tif", "w", driver="GTiff", width=80, height=80, count=3,
+                           dtype="uint8") as ds:
+            ds.write(image)
+        predict_raster(tmp_path / "plain.tif", tmp_path / "out.tif", model, 3, progress=False)
+        with rasterio.open(tmp_path / "out.tif") as out:
+            assert out.crs is None
+            assert out.transform.is_identity
+            assert set(np.unique(out.read(1))) <= {1, 2, 3}
+
+
+def test_shared_rgb_byte(tmp_path):
+    src = SHARED_DATA / "RGB.byte.tif"
+    if not src.is_file():
+        pytest.skip(f"{src} is absent; set SEGCORE_SHARED_DATA to the shared data directory")
+    model = _export(tmp_path)
+    res = predict_raster(src, tmp_path / "out.tif", model, 6, tile=256, progress=False)
+    with rasterio.open(src) as a, rasterio.open(tmp_path / "out.tif") as b:
+        assert b.crs == a.crs
+        assert b.crs.to_epsg() == 32618
+        assert b.transform == a.transform
+        valid = a.dataset_mask() > 0
+        labels = b.read(1)
+    assert res.tiles == 12  # 4 x 3 tiles of 256 px
+    assert 0.2 < (~valid).mean() < 0.5  # the README's "about a third" nodata
+    assert (labels[~valid] == 0).all()
+    assert (labels[valid] >= 1).all()
+    assert labels.max() <= 6
+
+
+def test_cli_predict(tmp_path, scene_tif, capsys):
+    _export(tmp_path)
+    src, _ = scene_tif
+    rc = cli_main(["predict", str(src), str(tmp_path / "out.tif"), "predict.tile=128", "--export",
+                   str(tmp_path / "export"), "--k", "3", "--no-progress"])
+    assert rc == 0
+    assert "9 tiles of 128 px" in capsys.readouterr().out
+    assert set(np.unique(_read(tmp_path / "out.tif"))) <= {0, 1, 2, 3}
+    assert cli_main(["predict", str(src), str(tmp_path / "o.tif"), "--export", str(tmp_path / "none")]) == 2
+
+
+@pytest.mark.parametrize(("width", "height"), [(300, 200), (5000, 700), (700, 5000), (10000, 10000), (3000, 2000)])
+def test_sample_windows(width, height):
+    windows = sample_windows(width, height, sample_pixels=16384)
+    if width * height <= 16 * 16384:
+        assert windows == [(0, 0, width, height)]
+        return
+    cells = sum(w * h for _, _, w, h in windows) // 16
+    assert 16384 <= cells <= 2 * 16384
+    for col, row, w, h in windows:
+        assert col % 4 == 0
+        assert row % 4 == 0
+        assert col + w <= width
+        assert row + h <= height
+    assert len(set(windows)) == len(windows)
