@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, help="clusters (default: the export's max_k)")
     parser.add_argument("--config", metavar="FILE", help="YAML/JSON config file (predict.* and data.* are used)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides right after OUT, e.g. predict.tile=2048")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="config overrides right after OUT, e.g. predict.tile=2048")
 
 
 def run(args: argparse.Namespace) -> int:
