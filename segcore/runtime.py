@@ -102,7 +102,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1) -> np.n
         ``(Ho, Wo, O)`` float32 with ``Ho = (H + 2p - k) // stride + 1``, ``p = k // 2``.
     """
     h, wd, c = x.shape
-    k = int(round((w.shape[0] // c) ** 0.5))
+    k = math.isqrt(w.shape[0] // c)
     o = w.shape[1]
     if k == 1:
         xs = x[::stride, ::stride] if stride > 1 else x
@@ -202,17 +202,29 @@ def _bilinear_taps(n: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return i0, i1, lam
 
 
-def upsample_argmax(probs: np.ndarray, out_h: int, out_w: int, rows: int = 256) -> np.ndarray:
-    """``probs (K, h, w)`` -> ``int64 (out_h, out_w)`` argmax of the x4 bilinear upsampling (cropped)."""
-    _, h, w = probs.shape
+def upsample_argmax(probs: np.ndarray, out_h: int, out_w: int, rows: int = 64) -> np.ndarray:
+    """``probs (K, h, w)`` -> ``int64 (out_h, out_w)`` argmax of the x4 bilinear upsampling (cropped).
+
+    Interpolates along W then H (the association torch uses) one block of output rows and one
+    cluster at a time, keeping a running maximum; ties keep the lowest cluster id.
+    """
+    k, h, w = probs.shape
     c0, c1, cl = _bilinear_taps(w, out_w)
     r0, r1, rl = _bilinear_taps(h, out_h)
     pw = probs[:, :, c0] * (1.0 - cl) + probs[:, :, c1] * cl  # (K, h, out_w)
-    labels = np.empty((out_h, out_w), np.int64)
+    labels = np.zeros((out_h, out_w), np.int64)
+    best, cur, tmp = (np.empty((rows, out_w), np.float32) for _ in range(3))
     for a in range(0, out_h, rows):
         b = min(out_h, a + rows)
-        lo, hi = (1.0 - rl[a:b])[None, :, None], rl[a:b][None, :, None]
-        labels[a:b] = (pw[:, r0[a:b]] * lo + pw[:, r1[a:b]] * hi).argmax(0)
+        n, lo, hi = b - a, (1.0 - rl[a:b])[:, None], rl[a:b][:, None]
+        for kk in range(k):
+            c = cur[:n] if kk else best[:n]
+            np.multiply(pw[kk][r0[a:b]], lo, out=c)
+            np.multiply(pw[kk][r1[a:b]], hi, out=tmp[:n])
+            c += tmp[:n]
+            if kk:
+                np.copyto(labels[a:b], kk, where=c > best[:n])
+                np.maximum(best[:n], c, out=best[:n])
     return labels
 
 
@@ -266,7 +278,7 @@ class NumpyModel:
                 for y in ys:
                     y *= a
                     y += b
-            for x, y in zip(xs, ys):
+            for x, y in zip(xs, ys, strict=True):
                 if layer.residual:
                     y += x
                 if layer.relu:
