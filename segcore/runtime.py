@@ -111,7 +111,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1) -> np.n
         return out.reshape(xs.shape[0], xs.shape[1], o)
     p = k // 2
     ho, wo = (h + 2 * p - k) // stride + 1, (wd + 2 * p - k) // stride + 1
-    xp = np.pad(x, ((p, p), (p, p), (0, 0)))
+    xp = np.pad(x, ((p, p), (p, p), (0, 0))).reshape(h + 2 * p, (wd + 2 * p) * c)  # rows of (W * C)
     out = np.empty((ho, wo, o), np.float32)
     rows = max(1, CHUNK_PX // wo)
     buf = np.empty((min(rows, ho) * wo, k * k * c), np.float32)
@@ -119,9 +119,10 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1) -> np.n
         r1 = min(ho, r0 + rows)
         n = r1 - r0
         src = xp[r0 * stride : (r1 - 1) * stride + k]
-        win = sliding_window_view(src, (k, k), axis=(0, 1))[::stride, ::stride]  # (n, Wo, C, k, k)
+        # Windows of k rows x (k * C) contiguous floats: patch order (kh, kw, C), long inner runs.
+        win = sliding_window_view(src, (k, k * c), axis=(0, 1))[::stride, : wo * stride * c : stride * c]
         cols = buf[: n * wo]
-        cols.reshape(n, wo, k, k, c)[...] = win.transpose(0, 1, 3, 4, 2)
+        cols.reshape(n, wo, k, k * c)[...] = win
         np.matmul(cols, w, out=out[r0:r1].reshape(n * wo, o))
     out += b
     return out
