@@ -35,7 +35,7 @@ INDEX_COLUMNS = [
     "rgb_file", "slic_file", "target_file", "rgb_sha256", "slic_sha256", "target_sha256",
 ]  # fmt: skip
 FILE_COLUMNS = (("rgb_file", "rgb_sha256"), ("slic_file", "slic_sha256"), ("target_file", "target_sha256"))
-ZLEVEL = 6
+ZLEVEL = 1  # level 6 doubled write time (27 vs 12 ms per 512 px RGB tile) for 5% smaller files
 
 
 @dataclass(frozen=True)

@@ -324,3 +324,22 @@ def test_real_deepglobe_labels_and_raster_splits(tmp_path: Path) -> None:
     with rasterio.open(row["label_source"]) as lab, rasterio.open(shard / row["target_file"]) as tgt:
         window = Window(row["col_off"], row["row_off"], 512, 512)
         np.testing.assert_array_equal(tgt.read(1), lab.read(1, window=window))
+
+
+def test_corrupt_block_found_while_writing(labelled_dir: Path, tmp_path: Path) -> None:
+    """Damage that planning cannot see (a middle block) still fails cleanly, or is skipped and re-planned."""
+    image = labelled_dir / "images" / "alpha.tif"
+    with rasterio.open(image) as ds:
+        rgb = ds.read()
+    write_tif(image, rgb, compress="deflate", tiled=True, blockxsize=128, blockysize=128)
+    with rasterio.open(image) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+    blob = bytearray(image.read_bytes())
+    blob[offset : offset + 64] = b"\xff" * 64
+    image.write_bytes(bytes(blob))
+    cfg = make_cfg(tmp_path / "out", manifest=str(labelled_dir / "manifest.csv"))
+    _expect(cfg, RasterError, str(image), "corrupt")
+    summary = build_shards(cfg, on_error="skip", progress=False)
+    assert [p for p, _ in summary.failures] == [str(image)]
+    assert summary.rasters == 2
+    assert summary.tiles_written == 2 * TILES_PER_RASTER - 1
