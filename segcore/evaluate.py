@@ -289,8 +289,8 @@ def raster_data(path: str | Path, max_side: int = 512, num_classes: int = 0, dat
     """GeoTIFFs with labels: a manifest CSV (``image,label`` columns) or a directory with
     ``images/`` and ``labels/`` holding files of the same names.
 
-    ``num_classes`` 0: the ids of ``classes.csv`` beside the manifest/directory (``id,name``, 0 =
-    ignore), else the largest label value found.
+    ``num_classes`` 0: the largest id in the first column of ``classes.csv`` beside the
+    manifest/directory (``id,name`` or ``index,name``; 0 = ignore), else the largest label found.
     """
     import pandas as pd
 
@@ -308,7 +308,8 @@ def raster_data(path: str | Path, max_side: int = 512, num_classes: int = 0, dat
     if not sources:
         raise ConfigError(f"{path}: no images to evaluate (expected a manifest CSV or images/ + labels/)")
     if not num_classes and (base / "classes.csv").is_file():
-        num_classes = int(pd.read_csv(base / "classes.csv")["id"].max())
+        ids = pd.to_numeric(pd.read_csv(base / "classes.csv").iloc[:, 0], errors="coerce")  # id or index column
+        num_classes = int(ids.max()) if ids.notna().any() else 0
 
     def images() -> Iterator[EvalImage]:
         for src in sources:
