@@ -343,3 +343,23 @@ def test_corrupt_block_found_while_writing(labelled_dir: Path, tmp_path: Path) -
     assert [p for p, _ in summary.failures] == [str(image)]
     assert summary.rasters == 2
     assert summary.tiles_written == 2 * TILES_PER_RASTER - 1
+
+
+def test_cli_flags_file_and_overrides(labelled_dir: Path, tmp_path: Path, capsys) -> None:
+    import argparse
+
+    from segcore.cli import build_shards as cli
+
+    (tmp_path / "cfg.yaml").write_text("data:\n  tile_size: 256\n  dataset: fromfile\n")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(
+        ["--config", str(tmp_path / "cfg.yaml"), "--manifest", str(labelled_dir / "manifest.csv"),
+         "--processed-root", str(tmp_path / "out"), "--tile-size", "128", "--no-progress",
+         "data.tiles_per_shard=100", "data.val_fraction=0.0"]
+    )  # fmt: skip
+    assert cli.run(args) == 0
+    assert "| tiles written | 26 (train: 26) |" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "out" / "fromfile" / "manifest.json").read_text())
+    assert manifest["config"]["data"]["tile_size"] == 128
+    assert manifest["counts"]["shards"] == 1
