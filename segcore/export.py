@@ -57,7 +57,9 @@ def model_arrays(model: MonolithicSegmenter) -> dict[str, np.ndarray]:
         else:
             out[f"{prefix}.conv.weight"], out[f"{prefix}.conv.bias"] = block.conv.weight, block.conv.bias
             out[f"{prefix}.norm.weight"], out[f"{prefix}.norm.bias"] = block.norm.weight, block.norm.bias
-    out["student.out.weight"], out["student.out.bias"] = student.out.weight, student.out.bias
+    out["student.out.weight"] = student.out.weight
+    if student.out.bias is not None:
+        out["student.out.bias"] = student.out.bias
     if model.proj is not None:
         out["proj.weight"], out["proj.bias"] = model.proj.weight, model.proj.bias
     if model.refiner is not None:
@@ -80,6 +82,9 @@ def model_meta(model: MonolithicSegmenter, cfg: Config, run_id: str | None = Non
         "width": s.width,
         "depth": s.depth,
         "temperature": head.temperature,
+        "refine_temperature": getattr(head, "refine_temperature", head.temperature),
+        "centre": getattr(s, "centre", None) is not None,
+        "out_bias": s.out.bias is not None,
         "cluster_iters": head.iters,
         "init_samples": head.init_samples,
         "stride": STRIDE,
@@ -97,10 +102,13 @@ def model_meta(model: MonolithicSegmenter, cfg: Config, run_id: str | None = Non
         "segcore_version": segcore.__version__,
         "source_run_id": run_id,
     }
-    meta["layers"] = [{"name": layer.prefix, "in": layer.cin, "out": layer.cout, "kernel": layer.kernel,
-                       "stride": layer.stride, "padding": layer.kernel // 2, "norm": norm if layer.kernel == 3 else None,
-                       "groups": layer.groups if norm == "group" and layer.kernel == 3 else None,
-                       "residual": layer.residual, "relu": layer.relu} for layer in student_layers(meta)]
+    meta["layers"] = [
+        {"name": layer.prefix, "in": layer.cin, "out": layer.cout, "kernel": layer.kernel, "stride": layer.stride,
+         "padding": layer.kernel // 2, "norm": norm if layer.kernel == 3 else None,
+         "groups": layer.groups if norm == "group" and layer.kernel == 3 else None,
+         "residual": layer.residual, "relu": layer.relu}
+        for layer in student_layers(meta)
+    ]
     meta["arrays"] = {name: list(shape) for name, shape in expected_arrays(meta).items()}
     return meta
 

@@ -66,7 +66,7 @@ def student_layers(meta: dict[str, Any]) -> list[Layer]:
               Layer("student.stem2", width // 2, width, 3, 2, norm, False, True, math.gcd(g, width))]
     layers += [Layer(f"student.blocks.{i}", width, width, 3, 1, norm, True, True, math.gcd(g, width))
                for i in range(int(meta["depth"]))]
-    layers.append(Layer("student.out", width, int(meta["student_embed_dim"]), 1, 1, False, False, False))
+    layers.append(Layer("student.out", width, int(meta["student_embed_dim"]), 1, 1, False, False, False, width))
     return layers
 
 
@@ -74,10 +74,10 @@ def expected_arrays(meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Every array name ``model.npz`` must hold for ``meta``, with its shape (the schema)."""
     shapes: dict[str, tuple[int, ...]] = {"student.mean": (3,), "student.std": (3,)}
     for layer in student_layers(meta):
-        shapes[f"{layer.prefix}.conv.weight" if layer.norm or layer.kernel == 3 else f"{layer.prefix}.weight"] = (
+        shapes[f"{layer.prefix}.conv.weight" if layer.kernel == 3 else f"{layer.prefix}.weight"] = (
             layer.cout, layer.cin, layer.kernel, layer.kernel)
-        shapes[f"{layer.prefix}.conv.bias" if layer.norm or layer.kernel == 3 else f"{layer.prefix}.bias"] = (
-            layer.cout,)
+        if layer.kernel == 3 or meta.get("out_bias", True):
+            shapes[f"{layer.prefix}.conv.bias" if layer.kernel == 3 else f"{layer.prefix}.bias"] = (layer.cout,)
         if layer.norm:
             shapes[f"{layer.prefix}.norm.weight"] = shapes[f"{layer.prefix}.norm.bias"] = (layer.cout,)
     e_s, e = int(meta["student_embed_dim"]), int(meta["embed_dim"])
@@ -236,6 +236,8 @@ class NumpyModel:
         self.meta = meta
         self.max_k, self.embed_dim = int(meta["max_k"]), int(meta["embed_dim"])
         self.temperature, self.iters = float(meta["temperature"]), int(meta["cluster_iters"])
+        self.refine_temperature = float(meta.get("refine_temperature", meta["temperature"]))
+        self.centre = bool(meta.get("centre", False))
         self.init_samples = int(meta["init_samples"])
         self.layers = student_layers(meta)
         self.mean = arrays["student.mean"].reshape(1, 1, 3)
@@ -243,8 +245,9 @@ class NumpyModel:
         self.scale = float(meta["input"]["scale"])
         self.w: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for layer in self.layers:
-            key = f"{layer.prefix}.conv" if layer.norm or layer.kernel == 3 else layer.prefix
-            self.w[layer.prefix] = (im2col_weight(arrays[f"{key}.weight"]), arrays[f"{key}.bias"])
+            key = f"{layer.prefix}.conv" if layer.kernel == 3 else layer.prefix
+            bias = arrays.get(f"{key}.bias", np.zeros(layer.cout, np.float32))
+            self.w[layer.prefix] = (im2col_weight(arrays[f"{key}.weight"]), bias)
             if layer.norm:
                 self.w[f"{layer.prefix}.norm"] = (arrays[f"{layer.prefix}.norm.weight"],
                                                   arrays[f"{layer.prefix}.norm.bias"])
@@ -266,19 +269,25 @@ class NumpyModel:
 
     def _student(self, xs: list[np.ndarray], stats: NormStats | None) -> tuple[list[np.ndarray], NormStats]:
         used: NormStats = []
+
+        def normalise(ys: list[np.ndarray], groups: int, gamma: np.ndarray, beta: np.ndarray) -> None:
+            mean, var = stats[len(used)] if stats is not None else _group_stats(ys, groups)
+            used.append((mean, var))
+            c = ys[0].shape[-1]
+            inv = np.repeat(1.0 / np.sqrt(var + 1e-5), c // groups)
+            a = (gamma * inv).astype(np.float32)
+            b = (beta - np.repeat(mean, c // groups) * gamma * inv).astype(np.float32)
+            for y in ys:
+                y *= a
+                y += b
+
         for layer in self.layers:
+            if layer.prefix == "student.out" and self.centre:  # per-channel centring, no affine
+                normalise(xs, layer.groups, np.ones(layer.cin, np.float32), np.zeros(layer.cin, np.float32))
             wt, bias = self.w[layer.prefix]
             ys = [conv2d(x, wt, bias, layer.stride) for x in xs]
             if layer.norm:
-                mean, var = stats[len(used)] if stats is not None else _group_stats(ys, layer.groups)
-                used.append((mean, var))
-                gamma, beta = self.w[f"{layer.prefix}.norm"]
-                inv = np.repeat(1.0 / np.sqrt(var + 1e-5), layer.cout // layer.groups)
-                a = (gamma * inv).astype(np.float32)
-                b = (beta - np.repeat(mean, layer.cout // layer.groups) * gamma * inv).astype(np.float32)
-                for y in ys:
-                    y *= a
-                    y += b
+                normalise(ys, layer.groups, *self.w[f"{layer.prefix}.norm"])
             for x, y in zip(xs, ys, strict=True):
                 if layer.residual:
                     y += x
@@ -306,7 +315,7 @@ class NumpyModel:
 
     def norm_stats(self, images: list[np.ndarray]) -> NormStats:
         """GroupNorm statistics measured jointly over ``images`` (each ``(H, W, 3)``), layer by layer."""
-        if not any(layer.norm for layer in self.layers):
+        if not self.centre and not any(layer.norm for layer in self.layers):
             return []
         return self._student([self._prepare(im) for im in images], None)[1]
 
@@ -342,7 +351,7 @@ class NumpyModel:
         protos = flat[grid[farthest_point_init(flat[grid], vmask[grid], k)]]
         weights = vmask.astype(np.float32)[:, None]
         for _ in range(self.iters):
-            p = softmax(flat @ protos.T / np.float32(self.temperature), axis=1) * weights  # (N, K)
+            p = softmax(flat @ protos.T / np.float32(self.refine_temperature), axis=1) * weights  # (N, K)
             protos = p.T @ flat
             protos /= np.maximum(np.linalg.norm(protos, axis=1, keepdims=True), EPS)
         return protos.astype(np.float32)

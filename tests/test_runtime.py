@@ -220,8 +220,8 @@ def test_missing_array(small_export):
 
 
 def test_wrong_shape(small_export):
-    _rewrite_npz(small_export, lambda a: a.update({"student.out.bias": np.zeros(3, np.float32)}))
-    with pytest.raises(ArtifactError, match=r"'student.out.bias' is float32\[3\], expected float32\[8\]"):
+    _rewrite_npz(small_export, lambda a: a.update({"student.stem2.conv.bias": np.zeros(3, np.float32)}))
+    with pytest.raises(ArtifactError, match=r"'student\.stem2\.conv\.bias' is float32\[3\], expected float32\[8\]"):
         load_export(small_export)
 
 
