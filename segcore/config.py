@@ -36,6 +36,7 @@ class ModelConfig:
     embed_dim: int = _f(96, "channels of the embedding the cluster head clusters")
     max_k: int = _f(16, "number of prototypes while training; the largest k selectable at inference")
     temperature: float = _f(0.8, "soft k-means temperature (cosine similarities are divided by it)")
+    refine_temperature: float = _f(0.1, "temperature of the soft k-means prototype updates (sharper than the output)")
     refiner: bool = _f(False, "learned 3x3 refiner on the cluster logits (off by default)")
     smoothing: bool = _f(True, "fast smoothing lane: averages assignment maps over 3x3 neighbours")
     smooth_iters: int = _f(2, "passes of the smoothing lane")

@@ -50,7 +50,7 @@ TERMS = (
     "consistency", "entropy", "marginal", "smooth", "cluster", "slic_pull", "slic_push", "tv",
     "recon", "recon_grad", "feature", "affinity",
 )  # fmt: skip
-EMA_FLOOR = 1e-3
+EMA_FLOOR = 0.05
 
 
 def term_weights(cfg: Config) -> dict[str, float]:

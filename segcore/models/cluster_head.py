@@ -9,8 +9,10 @@ L2-normalised over ``E``, and a valid mask ``(h, w)``:
    sample with the largest cosine to the (unnormalised) mean of the valid samples; then repeatedly
    the sample whose smallest ``1 - cos`` to the chosen prototypes is largest. Ties pick the lowest
    index (``argmax`` semantics of numpy and torch). Invalid samples are never picked.
-3. **Refinement**, ``iters`` times over *all valid pixels*: ``p = softmax(z . c / T)`` over ``K``;
-   ``c_k = normalise(sum_n valid_n * p_nk * z_n)``.
+3. **Refinement**, ``iters`` times over *all valid pixels*: ``p = softmax(z . c / T_r)`` over ``K``;
+   ``c_k = normalise(sum_n valid_n * p_nk * z_n)``. ``T_r`` (``refine_temperature``) is sharper than
+   ``T``: with a soft ``T`` such as 0.8 every pixel spreads over all prototypes and the updates pull
+   every prototype to the global mean direction (all logits equal, uniform probabilities).
 4. **Output** ``logits = z . c / T`` ``(K, h, w)`` with the refined ``c``.
 
 ``normalise`` divides by ``max(||v||, 1e-12)`` (``torch.nn.functional.normalize``).
@@ -73,16 +75,26 @@ class SoftKMeansHead(nn.Module):
 
     Args:
         max_k: prototypes while training; the largest ``k`` selectable at inference.
-        temperature: cosine similarities are divided by it before the softmax.
+        temperature: cosine similarities are divided by it for the output logits.
         iters: refinement iterations after the farthest-point init.
+        refine_temperature: temperature of the refinement updates (default: ``temperature``).
         init_samples: the init looks at most at this many strided pixels per image.
     """
 
-    def __init__(self, max_k: int = 16, temperature: float = 0.8, iters: int = 3, init_samples: int = 1024):
+    def __init__(
+        self,
+        max_k: int = 16,
+        temperature: float = 0.8,
+        iters: int = 3,
+        init_samples: int = 1024,
+        refine_temperature: float | None = None,
+    ):
         super().__init__()
-        if max_k < 1 or temperature <= 0 or iters < 0 or init_samples < 1:
-            raise ValueError("need max_k >= 1, temperature > 0, iters >= 0, init_samples >= 1")
+        refine_temperature = temperature if refine_temperature is None else refine_temperature
+        if max_k < 1 or min(temperature, refine_temperature) <= 0 or iters < 0 or init_samples < 1:
+            raise ValueError("need max_k >= 1, temperatures > 0, iters >= 0, init_samples >= 1")
         self.max_k, self.temperature, self.iters, self.init_samples = max_k, temperature, iters, init_samples
+        self.refine_temperature = refine_temperature
 
     def init_prototypes(self, z: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
         """``z (B, E, h, w)`` normalised, ``valid (B, h, w)`` -> initial prototypes ``(B, k, E)``."""
@@ -99,7 +111,7 @@ class SoftKMeansHead(nn.Module):
     def refine(self, flat: torch.Tensor, weights: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
         """``iters`` soft k-means updates. ``flat (B, N, E)``, ``weights (B, N)``, ``protos (B, K, E)``."""
         for _ in range(self.iters):
-            p = torch.softmax(flat @ protos.transpose(1, 2) / self.temperature, dim=-1)  # (B, N, K)
+            p = torch.softmax(flat @ protos.transpose(1, 2) / self.refine_temperature, dim=-1)  # (B, N, K)
             p = p * weights[..., None]
             protos = F.normalize(p.transpose(1, 2) @ flat, dim=-1, eps=EPS)  # (B, K, E)
         return protos

@@ -37,7 +37,13 @@ def build_segmenter(cfg: Config) -> MonolithicSegmenter:
     s, m = cfg.student, cfg.model
     student = create_model("student", width=s.width, embed_dim=s.embed_dim, depth=s.depth, norm=s.norm, groups=s.groups)
     proj = nn.Conv2d(s.embed_dim, m.embed_dim, 1, bias=True) if m.embed_dim != s.embed_dim else None
-    head = create_model("soft_kmeans", max_k=m.max_k, temperature=m.temperature, iters=cfg.distill.cluster_iters)
+    head = create_model(
+        "soft_kmeans",
+        max_k=m.max_k,
+        temperature=m.temperature,
+        iters=cfg.distill.cluster_iters,
+        refine_temperature=m.refine_temperature,
+    )
     smoothing = create_model("smoothing", iters=m.smooth_iters, alpha=m.smooth_alpha) if m.smoothing else None
     refiner = create_model("refiner", embed_dim=m.embed_dim) if m.refiner else None
     return MonolithicSegmenter(student, head, smoothing=smoothing, refiner=refiner, proj=proj)

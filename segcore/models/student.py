@@ -10,7 +10,12 @@ with values in 0..1:
 3. ``stem1``: conv3x3 stride 2, zero padding 1, ``3 -> width/2``, norm, ReLU.    ``(B, width/2, 2h, 2w)``
 4. ``stem2``: conv3x3 stride 2, zero padding 1, ``width/2 -> width``, norm, ReLU. ``(B, width, h, w)``
 5. ``blocks[i]`` (``depth`` of them): ``y = relu(norm(conv3x3(y)) + y)``, stride 1, zero padding 1.
-6. ``out``: conv1x1 ``width -> embed_dim`` with bias, no norm. ``(B, embed_dim, h, w)``
+6. ``centre``: per-channel centring and scaling over the image, GroupNorm(width, width, eps=1e-5,
+   no affine), i.e. ``(x - mean_hw) / sqrt(var_hw + eps)`` per channel.
+7. ``out``: conv1x1 ``width -> embed_dim``, *no bias*. ``(B, embed_dim, h, w)``
+
+Steps 6-7 make the raw embeddings zero-mean over each image, so they cannot all collapse onto one
+direction (a collapse the clustering losses otherwise reach within a few dozen steps).
 
 Every conv has a bias; ``norm`` is GroupNorm(groups, eps=1e-5, affine) or BatchNorm2d (eval: running
 statistics, eps=1e-5). GroupNorm normalises over the whole image, so its statistics depend on the
@@ -102,7 +107,8 @@ class StudentEmbeddingNet(nn.Module):
         self.blocks = nn.ModuleList(
             ConvNormAct(width, width, stride=1, norm=norm, groups=groups, residual=True) for _ in range(depth)
         )
-        self.out = nn.Conv2d(width, embed_dim, 1, bias=True)
+        self.centre = nn.GroupNorm(width, width, eps=1e-5, affine=False)
+        self.out = nn.Conv2d(width, embed_dim, 1, bias=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images - self.mean) / self.std  # (B, 3, H, W)
@@ -111,7 +117,7 @@ class StudentEmbeddingNet(nn.Module):
         x = self.stem2(x)  # (B, width, h, w)
         for block in self.blocks:
             x = block(x)  # (B, width, h, w)
-        return self.out(x)  # (B, E, h, w)
+        return self.out(self.centre(x))  # (B, E, h, w), zero mean over each image
 
 
 def conv_macs(conv: nn.Conv2d, out_h: int, out_w: int) -> int:

@@ -185,3 +185,16 @@ def test_bf16_autocast_forward_backward():
     loss.backward()
     assert out["labels"].shape == (2, 28, 36)
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_refine_temperature_is_separate_from_output_temperature():
+    cfg = Config()
+    head = build_segmenter(cfg).head
+    assert head.temperature == cfg.model.temperature
+    assert head.refine_temperature == cfg.model.refine_temperature
+    z = F.normalize(torch.randn(1, 8, 6, 6, generator=torch.Generator().manual_seed(0)), dim=1)
+    soft = SoftKMeansHead(max_k=3, temperature=0.8, iters=3)(z)["prototypes"]
+    sharp = SoftKMeansHead(max_k=3, temperature=0.8, iters=3, refine_temperature=0.1)(z)["prototypes"]
+    # soft updates drag all prototypes toward the mean direction; sharp ones keep them apart
+    spread = lambda p: (p[0] @ p[0].T).triu(1).sum()  # noqa: E731
+    assert spread(sharp) < spread(soft)
