@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,7 @@ def fit(
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
+    on_step: Callable[[int, Trainee], None] | None = None,
 ) -> FitResult:
     """Train for ``cfg.train.steps`` steps (or until ``stop_at``) and return what was made.
 
@@ -223,6 +225,8 @@ def fit(
         stop_at: stop after this step (simulates an interruption; the schedule still targets
             ``train.steps``).
         rank, world_size: this process's place in a distributed run (only rank 0 writes).
+        on_step: called on every rank as ``on_step(done_steps, trainee)`` after each optimizer step
+            (debug hooks such as :mod:`segcore.distributed`'s per-rank checksums).
     """
     run_dir = Path(run_dir)
     is_main = rank == 0
@@ -274,6 +278,8 @@ def fit(
         batch = batcher.batch(step)
         terms = train_step(trainee, teacher, batch, step, cfg, placement, rank)
         images += batch["image"].shape[0]
+        if on_step is not None:
+            on_step(step + 1, trainee)
         total = float(terms["total"])
         if total < best_loss:
             best_loss, best_step = total, step + 1
