@@ -1,7 +1,7 @@
 """Two-view augmentation on sample dicts, with the geometry of each view recorded.
 
 Geometric ops (90 degree rotations, flips) move ``image``, ``slic``, ``target`` and ``valid``
-together; photometric ops (brightness, contrast, saturation, noise) touch ``image`` only. Each
+together; photometric ops (brightness, contrast, saturation, noise, a smooth illumination gain) touch ``image`` only. Each
 view carries ``geom``, an ``int64 (3,)`` tensor ``(k_rot90, hflip, vflip)``: the forward map flips
 the last axis if ``hflip``, then the second-to-last if ``vflip``, then applies
 ``torch.rot90(x, k, dims=(-2, -1))``. :func:`invert_geom` undoes it. All randomness comes from the
@@ -103,7 +103,10 @@ def photometric(image: torch.Tensor, valid: torch.Tensor, gen: torch.Generator, 
     """
     u = torch.rand(3, generator=gen) * 2.0 - 1.0  # (3,) in -1..1
     noise = torch.randn(image.shape, generator=gen, dtype=image.dtype)
+    grid = torch.rand(1, 1, 3, 3, generator=gen, dtype=image.dtype) * 2.0 - 1.0  # (1, 1, 3, 3) in -1..1
     out = image
+    if cfg.illumination:
+        out = out * illumination_gain(grid, image.shape[-2], image.shape[-1], cfg.illumination)
     if cfg.brightness:
         out = out + cfg.brightness * float(u[0])
     weights = torch.tensor(_LUMA, dtype=image.dtype).view(3, 1, 1)
@@ -117,6 +120,13 @@ def photometric(image: torch.Tensor, valid: torch.Tensor, gen: torch.Generator, 
     if cfg.noise_std:
         out = out + cfg.noise_std * noise
     return torch.where(valid.unsqueeze(0), out.clamp(0.0, 1.0), torch.zeros_like(out))
+
+
+def illumination_gain(grid: torch.Tensor, height: int, width: int, strength: float) -> torch.Tensor:
+    """A smooth multiplicative gain ``(1, H, W)`` in ``1 ± strength``: a 3x3 grid of draws in -1..1
+    upsampled bicubically (haze, vignetting and sun-angle changes across a scene look like this)."""
+    field = torch.nn.functional.interpolate(grid, size=(height, width), mode="bicubic", align_corners=True)
+    return 1.0 + strength * field[0].clamp(-1.0, 1.0)  # (1, H, W)
 
 
 def augment_view(

@@ -95,6 +95,7 @@ class AutoencoderConfig:
 class DistillConfig:
     cluster_iters: int = _f(3, "soft k-means refinement iterations")
     ema_decay: float = _f(0.9, "EMA decay of the loss-magnitude normalisers")
+    contrast_tau: float = _f(0.1, "temperature of the superpixel InfoNCE")
     affinity_pairs: int = _f(1024, "sampled pixel pairs per image for affinity distillation")
     slic_margin: float = _f(0.5, "cosine similarity above which neighbouring superpixels are pushed apart")
     slic_colour_scale: float = _f(0.1, "mean-RGB distance (0..1 units) giving a SLIC edge strength of 0.63")
@@ -112,6 +113,7 @@ class LossConfig:
     cluster: float = _f(0.5, "weight: sharpened soft k-means assignments as targets")
     slic: float = _f(1.0, "weight: SLIC boundary prior on the embeddings")
     tv: float = _f(0.1, "weight: edge-aware total variation of the embeddings")
+    contrast: float = _f(1.0, "weight: superpixel InfoNCE between the two views")
     edge_sigma: float = _f(0.1, "image-gradient scale (0..1 units) of the edge-aware smoothness and TV weights")
 
 
@@ -143,6 +145,7 @@ class AugConfig:
     contrast: float = _f(0.2, "max relative contrast change")
     saturation: float = _f(0.2, "max relative saturation change")
     brightness: float = _f(0.1, "max additive brightness change")
+    illumination: float = _f(0.25, "max relative change of a smooth multiplicative illumination field")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 from segcore.augment import apply_geom, augment_batch, invert_geom, photometric, random_geom, two_views
 from segcore.config import AugConfig
 
-NO_PHOTO = AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.0)
+NO_PHOTO = AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.0, illumination=0.0)
 NO_GEOM = AugConfig(hflip=False, vflip=False, rot90=False)
 ALL_GEOMS = [torch.tensor([k, h, v]) for k, h, v in itertools.product(range(4), (0, 1), (0, 1))]
 
@@ -119,18 +119,18 @@ def test_photometric_op_values():
     image = 0.3 + 0.4 * torch.rand(3, 6, 6, generator=gen)  # mid-range: no clamping
     valid = torch.ones(6, 6, dtype=torch.bool)
     luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-    off = AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.0)
+    off = AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.0, illumination=0.0)
     torch.testing.assert_close(photometric(image, valid, gen, off), image)
     # brightness: one constant shift within +-0.1
-    out = photometric(image, valid, gen, AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.1))
+    out = photometric(image, valid, gen, AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.1, illumination=0.0))
     shift = out - image
     torch.testing.assert_close(shift, torch.full_like(shift, float(shift[0, 0, 0])))
     assert 0 < abs(float(shift[0, 0, 0])) <= 0.1
     # saturation: each pixel's grey value is unchanged
-    out = photometric(image, valid, gen, AugConfig(noise_std=0.0, contrast=0.0, saturation=0.2, brightness=0.0))
+    out = photometric(image, valid, gen, AugConfig(noise_std=0.0, contrast=0.0, saturation=0.2, brightness=0.0, illumination=0.0))
     torch.testing.assert_close((out * luma).sum(0), (image * luma).sum(0))
     # contrast: the mean grey level is unchanged, deviations scale by one factor in 0.8..1.2
-    out = photometric(image, valid, gen, AugConfig(noise_std=0.0, contrast=0.2, saturation=0.0, brightness=0.0))
+    out = photometric(image, valid, gen, AugConfig(noise_std=0.0, contrast=0.2, saturation=0.0, brightness=0.0, illumination=0.0))
     grey_in, grey_out = (image * luma).sum(0), (out * luma).sum(0)
     torch.testing.assert_close(grey_out.mean(), grey_in.mean())
     ratio = (out - grey_in.mean()) / (image - grey_in.mean())
@@ -180,3 +180,16 @@ def test_augment_batch_per_item_geometry(shape):
         for key in ("slic", "target", "valid"):
             assert torch.equal(invert_geom(view[key], view["geom"]), batch[key])
         assert view["image"].shape == batch["image"].shape
+
+
+def test_illumination_gain_is_smooth_and_bounded():
+    gen = torch.Generator().manual_seed(3)
+    image = torch.full((3, 64, 64), 0.5)
+    valid = torch.ones(64, 64, dtype=torch.bool)
+    cfg = AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.0, illumination=0.2)
+    out = photometric(image, valid, gen, cfg)
+    gain = out / image
+    assert float(gain.min()) >= 0.8 - 1e-6 and float(gain.max()) <= 1.2 + 1e-6
+    assert float(gain.max() - gain.min()) > 0.02  # it does vary across the image
+    torch.testing.assert_close(gain[0], gain[1])  # the same gain on every band: colour ratios kept
+    assert float((gain[:, :, 1:] - gain[:, :, :-1]).abs().max()) < 0.05  # smooth: small neighbour steps

@@ -85,3 +85,12 @@ def test_describe_covers_every_key():
     rows = describe()
     assert [r[0] for r in rows] == valid_keys()
     assert all(r[2] for r in rows), "every key needs a one-line meaning"
+
+
+def test_readme_configuration_table_is_current():
+    from conftest import REPO_ROOT
+
+    from segcore.cli.config import reference_table
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert reference_table() in readme, "README's configuration table is stale: paste `segcore config --table`"

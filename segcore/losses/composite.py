@@ -34,6 +34,8 @@ from torch import nn
 
 from segcore.augment import invert_geom
 from segcore.config import Config
+from segcore.losses.contrastive import superpixel_infonce
+from segcore.models.student import STRIDE
 from segcore.losses.distill import affinity_loss, cluster_loss, feature_loss
 from segcore.losses.recon import recon_losses
 from segcore.losses.slic_prior import edge_aware_tv, slic_pull_loss, slic_push_loss
@@ -48,7 +50,7 @@ from segcore.teachers.base import teacher_feat_dim
 
 TERMS = (
     "consistency", "entropy", "marginal", "smooth", "cluster", "slic_pull", "slic_push", "tv",
-    "recon", "recon_grad", "feature", "affinity",
+    "recon", "recon_grad", "feature", "affinity", "contrast",
 )  # fmt: skip
 EMA_FLOOR = 0.05
 
@@ -61,6 +63,7 @@ def term_weights(cfg: Config) -> dict[str, float]:
         "consistency": lo.consistency, "entropy": lo.entropy, "marginal": lo.marginal, "smooth": lo.smooth,
         "cluster": lo.cluster, "slic_pull": lo.slic, "slic_push": lo.slic, "tv": lo.tv,
         "recon": lam, "recon_grad": lam, "feature": lo.feature * teacher, "affinity": lo.affinity * teacher,
+        "contrast": lo.contrast,
     }  # fmt: skip
 
 
@@ -78,6 +81,7 @@ class CompositeLoss(nn.Module):
         self.edge_sigma = cfg.loss.edge_sigma
         self.blur_sigma = cfg.autoencoder.blur_sigma
         self.affinity_pairs = cfg.distill.affinity_pairs
+        self.contrast_tau = cfg.distill.contrast_tau
         self.slic_args = (cfg.distill.slic_margin, cfg.distill.slic_colour_scale, cfg.distill.slic_texture_scale)
         self.register_buffer("ema", torch.zeros(len(TERMS)))
         self.register_buffer("ema_seen", torch.zeros(len(TERMS), dtype=torch.bool))
@@ -120,6 +124,12 @@ class CompositeLoss(nn.Module):
             raw["slic_push"] = self._per_view(
                 lambda o, b, m: slic_push_loss(o["embed"], b["slic"], b["image"], *self.slic_args), views
             )
+        if self.on("contrast"):
+            (out_a, batch_a, _), (out_b, batch_b, _) = views
+            h, w = out_a["embed"].shape[-2:]
+            slic = batch_a["slic"][:, ::STRIDE, ::STRIDE][:, :h, :w]
+            raw["contrast"] = superpixel_infonce(out_a["embed"], out_b["embed"], slic, batch_a["geom"],
+                                                 batch_b["geom"], self.contrast_tau)
         if self.on("tv"):
             raw["tv"] = self._per_view(lambda o, b, m: edge_aware_tv(o["embed"], b["image"], self.edge_sigma, m), views)
         return raw

@@ -43,7 +43,7 @@ def run(cfg: Config, loss: CompositeLoss | None = None, teacher: bool = False, s
 
 def test_default_terms_and_teacher_terms_only_with_features():
     terms, *_ = run(small_cfg())
-    expected = {"consistency", "entropy", "marginal", "smooth", "cluster", "slic_pull", "slic_push", "tv"}
+    expected = {"consistency", "entropy", "marginal", "smooth", "cluster", "slic_pull", "slic_push", "tv", "contrast"}
     assert set(terms) == expected | {"recon", "recon_grad", "total"}
     cfg = small_cfg(**{"teacher.enabled": True, "teacher.name": "fake"})
     assert {"feature", "affinity"} <= set(run(cfg, teacher=True)[0])
