@@ -142,6 +142,21 @@ def _debug_hooks(cfg: Config, rank: int, world: int):
     return source, StepChecksums(Path(out) / f"rank{rank}.jsonl", source, cfg.train.batch_size)
 
 
+def write_result(run_dir: Path, result, world: int) -> Path:
+    """``run_dir/fit-result.json``: what :func:`fit` returned on rank 0, for the launching process.
+
+    ``images_per_s`` is rank 0's rate; ``global_images_per_s`` counts every rank (each takes
+    ``train.batch_size`` images per step).
+    """
+    out = run_dir / "fit-result.json"
+    out.write_text(json.dumps({
+        "checkpoint": str(result.checkpoint), "step": result.step, "best_loss": result.best_loss,
+        "best_step": result.best_step, "last_terms": result.last_terms, "world_size": world,
+        "images_per_s": result.images_per_s, "global_images_per_s": result.images_per_s * world,
+    }, indent=2, sort_keys=True) + "\n")
+    return out
+
+
 def worker_main(argv: list[str] | None = None) -> int:
     """Entry point of one torchrun process."""
     parser = argparse.ArgumentParser(prog="python -m segcore.distributed")
@@ -168,6 +183,7 @@ def worker_main(argv: list[str] | None = None) -> int:
                      resume=args.resume, stop_at=args.stop_at, rank=rank, world_size=world, progress=rank == 0,
                      on_step=on_step)
         if rank == 0:
+            write_result(Path(args.run_dir), result, world)
             log.info("finished: %s (step %d)", result.checkpoint, result.step)
     finally:
         dist.destroy_process_group()

@@ -88,11 +88,15 @@ def test_only_rank_zero_wrote_checkpoints_metrics_and_mlflow(ddp_runs):
     tmp = ddp_runs["tmp"]
     for name, steps in (("A", [1, 2, 3]), ("B", [4, 5, 6])):
         files = sorted(str(p.relative_to(tmp / name)) for p in (tmp / name).rglob("*") if p.is_file())
-        assert files == ["checkpoints/last.pt", "config.json", "launch-config.json", "metrics.jsonl", "versions.json"]
+        assert files == ["checkpoints/last.pt", "config.json", "fit-result.json", "launch-config.json", "metrics.jsonl",
+                         "versions.json"]
         metrics = _records(tmp / name / "metrics.jsonl")
         assert [m["step"] for m in metrics] == steps  # one line per step: rank 1 appended nothing
         ckpt = load_checkpoint(tmp / name / "checkpoints" / "last.pt")
         assert ckpt["step"] == steps[-1]
+        result = json.loads((tmp / name / "fit-result.json").read_text())
+        assert result["step"] == steps[-1]
+        assert result["world_size"] == 2
         assert ckpt["consumed"] == steps[-1] * BATCH
     # Rank 0's losses (metrics.jsonl) are the ones MLflow holds, once per step, resumed run included.
     jsonl = [m["train/total"] for name in "AB" for m in _records(tmp / name / "metrics.jsonl")]
