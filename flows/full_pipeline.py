@@ -47,7 +47,8 @@ class PipelineParams(BaseModel):
     synthetic_count: int = Field(6, ge=2, description="scenes in the embedded default dataset")
     synthetic_size: int = Field(384, ge=64, description="side in pixels of each default scene")
     promote_metric: str = Field("val/miou", description="metric that decides the champion alias (higher wins)")
-    task_runner: Literal["thread", "dask"] = Field("thread", description="task runner for shard building")
+    task_runner: Literal["serial", "thread", "dask"] = Field(
+        "serial", description="shard building: in the task (serial), or one task per shard on threads or Dask")
     dask_address: str = Field("", description="existing Dask scheduler address for task_runner=dask")
     dask_workers: int = Field(2, ge=1, description="local Dask worker processes when no address is given")
     config_file: str = Field("", description="YAML/JSON config file applied before the overrides")
@@ -87,7 +88,8 @@ def full_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     stages: dict[str, dict[str, Any]] = {}
     try:
         # Phase 1: shards (content-cached), then training on them.
-        shards = build_shards(config, parent)
+        shards = build_shards(config, parent, task_runner=p.task_runner, dask_address=p.dask_address,
+                              dask_workers=p.dask_workers)
         stages["build_shards"] = {**shards, "note": "reused cached shards" if shards["cached"] else "built"}
         trained = train(config, parent, shards["run_id"])
         stages["train"] = {**trained, "note": f"{trained['steps']} steps, best loss {trained['best_loss']:.4f}"}
@@ -125,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, type=lambda s: [int(x) for x in s.split(",")], default=field.default,
                                 help=field.description + " (comma separated)")
         elif name == "task_runner":
-            parser.add_argument(flag, choices=("thread", "dask"), default=field.default, help=field.description)
+            parser.add_argument(flag, choices=("serial", "thread", "dask"), default=field.default,
+                                help=field.description)
         else:
             parser.add_argument(flag, type=type(field.default), default=field.default, help=field.description)
     return parser

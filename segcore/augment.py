@@ -10,6 +10,7 @@ the last axis if ``hflip``, then the second-to-last if ``vflip``, then applies
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -104,7 +105,10 @@ def photometric(image: torch.Tensor, valid: torch.Tensor, gen: torch.Generator, 
     u = torch.rand(3, generator=gen) * 2.0 - 1.0  # (3,) in -1..1
     noise = torch.randn(image.shape, generator=gen, dtype=image.dtype)
     grid = torch.rand(1, 1, 3, 3, generator=gen, dtype=image.dtype) * 2.0 - 1.0  # (1, 1, 3, 3) in -1..1
+    turn = float(torch.rand(1, generator=gen)) * 2.0 - 1.0
     out = image
+    if cfg.hue:
+        out = rotate_hue(out, cfg.hue * turn * math.pi)
     if cfg.illumination:
         out = out * illumination_gain(grid, image.shape[-2], image.shape[-1], cfg.illumination)
     if cfg.brightness:
@@ -120,6 +124,19 @@ def photometric(image: torch.Tensor, valid: torch.Tensor, gen: torch.Generator, 
     if cfg.noise_std:
         out = out + cfg.noise_std * noise
     return torch.where(valid.unsqueeze(0), out.clamp(0.0, 1.0), torch.zeros_like(out))
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def rotate_hue(image: torch.Tensor, angle: float) -> torch.Tensor:
+    """Rotate the hue of ``(3, H, W)`` RGB by ``angle`` radians (a rotation of the YIQ chroma plane;
+    luma is unchanged)."""
+    c, s = math.cos(angle), math.sin(angle)
+    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    m = (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).to(image.dtype)  # (3, 3)
+    return torch.einsum("ij,jhw->ihw", m, image)
 
 
 def illumination_gain(grid: torch.Tensor, height: int, width: int, strength: float) -> torch.Tensor:

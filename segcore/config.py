@@ -145,6 +145,7 @@ class AugConfig:
     contrast: float = _f(0.2, "max relative contrast change")
     saturation: float = _f(0.2, "max relative saturation change")
     brightness: float = _f(0.1, "max additive brightness change")
+    hue: float = _f(0.0, "max hue rotation as a fraction of a half turn (0: off)")
     illumination: float = _f(0.25, "max relative change of a smooth multiplicative illumination field")
 
 

@@ -88,9 +88,9 @@ def test_describe_covers_every_key():
 
 
 def test_readme_configuration_table_is_current():
-    from conftest import REPO_ROOT
+    from pathlib import Path
 
     from segcore.cli.config import reference_table
 
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert reference_table() in readme, "README's configuration table is stale: paste `segcore config --table`"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import SHARED_DATA
 from rasterio.errors import NotGeoreferencedWarning
 
 from segcore.cli.main import main as cli_main
@@ -18,6 +19,8 @@ from segcore.export import export_model
 from segcore.models import build_segmenter
 from segcore.predict import predict_raster, sample_windows
 from segcore.runtime import load_export
+
+SHARED_DATA = Path(os.environ["SEGCORE_SHARED_DATA"])
 
 SMALL = {"student.width": 16, "student.groups": 4, "student.embed_dim": 16, "model.embed_dim": 16,
          "model.temperature": 0.1}

@@ -6,12 +6,12 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT
 
 from segcore.config import Config
 from segcore.data.synthetic import generate_scene
@@ -21,6 +21,8 @@ from segcore.models import build_segmenter
 from segcore.models.segmenter import upsample_labels
 from segcore.models.smoothing import FastSmoothing
 from segcore.runtime import conv2d, im2col_weight, load_export, smooth, upsample_argmax
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = ((64, 64), (96, 131), (256, 256))
 # At random init (and after only a few steps) the default temperature 0.8 leaves the cluster

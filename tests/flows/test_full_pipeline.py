@@ -131,3 +131,19 @@ def test_failing_stage_fails_the_flow_with_its_message(orchestration, tmp_path):
     assert "not-a-raster.tif" in parents[0].data.tags["segcore.error"]
     build = _children(client, parents[0].info.run_id)["build_shards"]
     assert build.info.status == "FAILED"
+
+
+def test_thread_fanout_writes_the_same_tiles_as_the_serial_build(first_run, tmp_path):
+    params, summary = first_run
+    fanout = params.model_copy(update={"dataset": "fanout", "task_runner": "thread", "steps": 1})
+    again = full_pipeline(fanout)
+    build = _children(MlflowClient(), again["parent_run_id"])["build_shards"]
+    assert build.data.tags["segcore.cached"] == "False"
+    serial_root = summary["stages"]["build_shards"]["root"]
+    fanout_root = again["stages"]["build_shards"]["root"]
+    from pathlib import Path
+
+    serial = {p.relative_to(serial_root): p.read_bytes() for p in Path(serial_root).glob("*/shard-*/*.tif")}
+    fanned = {p.relative_to(fanout_root): p.read_bytes() for p in Path(fanout_root).glob("*/shard-*/*.tif")}
+    assert serial
+    assert serial == fanned
