@@ -185,6 +185,8 @@ def worker_main(argv: list[str] | None = None) -> int:
         if rank == 0:
             write_result(Path(args.run_dir), result, world)
             log.info("finished: %s (step %d)", result.checkpoint, result.step)
+        # Leave together: a rank tearing the group down while rank 0 still writes can abort the peer.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     return 0

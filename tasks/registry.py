@@ -11,6 +11,7 @@ from prefect import task
 from tasks import tracking
 
 CHAMPION = "champion"
+IMPROVEMENT = 1e-9  # a re-run that reproduces the champion's score exactly is not an improvement
 
 
 def register(model_name: str, source: str, run_id: str, metrics: dict[str, float]) -> str:
@@ -20,7 +21,7 @@ def register(model_name: str, source: str, run_id: str, metrics: dict[str, float
         c.get_registered_model(model_name)
     except MlflowException:
         c.create_registered_model(model_name, description="segcore student exports (model.npz, meta.json, metrics.json)")
-    tags = {f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if math.isfinite(v)}
+    tags = {f"metric.{k}": repr(float(v)) for k, v in metrics.items() if math.isfinite(v)}
     return c.create_model_version(model_name, source=source, run_id=run_id, tags=tags).version
 
 
@@ -41,7 +42,7 @@ def promote(model_name: str, version: str, metric: str, value: float) -> dict[st
         best = float(champ.tags.get(f"metric.{metric}", "nan"))
         if not math.isfinite(value):
             promoted, reason = False, f"not promoted: {metric} is not available for this version"
-        elif not math.isfinite(best) or value > best:
+        elif not math.isfinite(best) or value > best + IMPROVEMENT:
             promoted, reason = True, f"promoted: {metric}={value:.4f} beats {CHAMPION} v{champ.version} ({best:.4f})"
         else:
             promoted, reason = False, f"not promoted: {metric}={value:.4f} does not beat {CHAMPION} v{champ.version} ({best:.4f})"

@@ -27,7 +27,7 @@ def prefect_harness():
         yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def orchestration(prefect_harness, mlflow_store):
     """Both: a real (temporary) Prefect API and a real MLflow store."""
     return mlflow_store
