@@ -104,13 +104,13 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    consistency: float = _f(1.0, "weight: two-view symmetric KL of cluster probabilities")
-    entropy: float = _f(0.5, "weight: per-pixel assignment entropy (minimised)")
-    marginal: float = _f(1.0, "weight: negative entropy of the cluster marginal (clusters all used)")
-    smooth: float = _f(0.2, "weight: edge-aware smoothness of the cluster probabilities")
+    consistency: float = _f(0.0, "weight: two-view symmetric KL of cluster probabilities")
+    entropy: float = _f(0.0, "weight: per-pixel assignment entropy (minimised)")
+    marginal: float = _f(0.0, "weight: negative entropy of the cluster marginal (clusters all used)")
+    smooth: float = _f(0.0, "weight: edge-aware smoothness of the cluster probabilities")
     feature: float = _f(1.0, "weight: cosine feature distillation from the teacher")
     affinity: float = _f(1.0, "weight: pairwise affinity distillation from the teacher")
-    cluster: float = _f(0.5, "weight: sharpened soft k-means assignments as targets")
+    cluster: float = _f(0.0, "weight: sharpened soft k-means assignments as targets")
     slic: float = _f(1.0, "weight: SLIC boundary prior on the embeddings")
     tv: float = _f(0.1, "weight: edge-aware total variation of the embeddings")
     contrast: float = _f(1.0, "weight: superpixel InfoNCE between the two views")
@@ -119,7 +119,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _f(300, "optimizer steps")
+    steps: int = _f(500, "optimizer steps")
     batch_size: int = _f(4, "images per step")
     lr: float = _f(2e-3, "AdamW learning rate")
     weight_decay: float = _f(1e-4, "AdamW weight decay")
