@@ -44,7 +44,7 @@ class PipelineParams(BaseModel):
     batch_size: int = Field(4, ge=1, description="images per training step")
     patch_sizes: list[int] = Field([128], description="patch sizes drawn per step")
     seed: int = Field(0, description="seed of training and of the generated default data")
-    synthetic_count: int = Field(6, ge=2, description="scenes in the embedded default dataset")
+    synthetic_count: int = Field(8, ge=2, description="scenes in the embedded default dataset")
     synthetic_size: int = Field(384, ge=64, description="side in pixels of each default scene")
     promote_metric: str = Field("val/miou", description="metric that decides the champion alias (higher wins)")
     task_runner: Literal["serial", "thread", "dask"] = Field(
@@ -64,8 +64,8 @@ def resolve_config(p: PipelineParams, manifest: str) -> dict[str, Any]:
         "data.processed_root": str(work / "processed"),
         "data.dataset": p.dataset,
         "data.patch_sizes": p.patch_sizes,
-        "data.tile_size": max(p.patch_sizes),
         "train.steps": p.steps,
+        **({"data.tile_size": p.synthetic_size} if not p.data else {}),  # one tile per default scene
         "train.batch_size": p.batch_size,
         "train.seed": p.seed,
         "aug.seed": p.seed,
