@@ -36,9 +36,16 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(size: int, args) -> dict:
-    cfg = load_config(overrides=[f"data.patch_sizes={size}", f"train.batch_size={args.batch}",
-                                 f"data.synthetic_size={max(size, 256)}", "data.synthetic_count=4",
-                                 f"train.device={args.device}", f"train.amp={'true' if args.amp else 'false'}"])
+    cfg = load_config(
+        overrides=[
+            f"data.patch_sizes={size}",
+            f"train.batch_size={args.batch}",
+            f"data.synthetic_size={max(size, 256)}",
+            "data.synthetic_count=4",
+            f"train.device={args.device}",
+            f"train.amp={'true' if args.amp else 'false'}",
+        ]
+    )
     placement = plan_placement(cfg.train.device, cfg.train.amp, False)
     trainee = build_trainee(cfg, placement)
     if args.channels_last:
@@ -71,8 +78,14 @@ def measure(size: int, args) -> dict:
         rates[name] = args.steps * args.batch / (time.perf_counter() - t0)
     full_ips, bare_ips = max(rates["full"], rates["full2"]), max(rates["bare"], rates["bare2"])
     flops = flops_per_image(trainee.core.model.student, size, size)["flops"]
-    return {"size": size, "full": full_ips, "bare": bare_ips, "ratio": full_ips / bare_ips,
-            "gflop": flops / 1e9, "gflops": 6 * flops * full_ips / 1e9}
+    return {
+        "size": size,
+        "full": full_ips,
+        "bare": bare_ips,
+        "ratio": full_ips / bare_ips,
+        "gflop": flops / 1e9,
+        "gflops": 6 * flops * full_ips / 1e9,
+    }
 
 
 def main() -> None:
@@ -86,14 +99,20 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"device {args.device}, amp {bool(args.amp)}, channels_last {args.channels_last}, batch {args.batch}, "
-          f"torch threads {torch.get_num_threads()}")
-    print("| patch | (a) full step img/s | (b) bare step img/s | (a)/(b) | student GFLOP/img (fwd) | achieved GFLOP/s |")
+    print(
+        f"device {args.device}, amp {bool(args.amp)}, channels_last {args.channels_last}, batch {args.batch}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        "| patch | (a) full step img/s | (b) bare step img/s | (a)/(b) | student GFLOP/img (fwd) | achieved GFLOP/s |"
+    )
     print("|---|---|---|---|---|---|")
     for size in (int(s) for s in args.sizes.split(",")):
         r = measure(size, args)
-        print(f"| {r['size']} | {r['full']:.2f} | {r['bare']:.2f} | {r['ratio']:.2f} | {r['gflop']:.3f} | "
-              f"{r['gflops']:.1f} |")
+        print(
+            f"| {r['size']} | {r['full']:.2f} | {r['bare']:.2f} | {r['ratio']:.2f} | {r['gflop']:.3f} | "
+            f"{r['gflops']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

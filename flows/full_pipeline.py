@@ -19,16 +19,16 @@ from pydantic import BaseModel, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from prefect import flow, get_run_logger  # noqa: E402
-from prefect.runtime import flow_run  # noqa: E402
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
-from segcore.config import load_config  # noqa: E402
-from tasks.build_shards import build_shards  # noqa: E402
-from tasks.evaluate import evaluate  # noqa: E402
-from tasks.export import export  # noqa: E402
-from tasks.pipeline import finish_pipeline_run, prepare_default_data, publish_summary, start_pipeline_run  # noqa: E402
-from tasks.registry import promote  # noqa: E402
-from tasks.train import train  # noqa: E402
+from segcore.config import load_config
+from tasks.build_shards import build_shards
+from tasks.evaluate import evaluate
+from tasks.export import export
+from tasks.pipeline import finish_pipeline_run, prepare_default_data, publish_summary, start_pipeline_run
+from tasks.registry import promote
+from tasks.train import train
 
 
 class PipelineParams(BaseModel):

@@ -6,8 +6,8 @@ The library is pure: it never imports prefect or mlflow (orchestration lives in 
 
 __version__ = "0.1.0"
 
-from segcore.config import Config, load_config  # noqa: E402
-from segcore.errors import (  # noqa: E402
+from segcore.config import Config, load_config
+from segcore.errors import (
     ArtifactError,
     ConfigError,
     RasterError,

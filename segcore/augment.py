@@ -1,9 +1,10 @@
 """Two-view augmentation on sample dicts, with the geometry of each view recorded.
 
 Geometric ops (90 degree rotations, flips) move ``image``, ``slic``, ``target`` and ``valid``
-together; photometric ops (brightness, contrast, saturation, noise, a smooth illumination gain) touch ``image`` only. Each
-view carries ``geom``, an ``int64 (3,)`` tensor ``(k_rot90, hflip, vflip)``: the forward map flips
-the last axis if ``hflip``, then the second-to-last if ``vflip``, then applies
+together; photometric ops (brightness, contrast, saturation, hue, noise, a smooth illumination
+gain) touch ``image`` only. Each view carries ``geom``, an ``int64 (3,)`` tensor
+``(k_rot90, hflip, vflip)``: the forward map flips the last axis if ``hflip``, then the
+second-to-last if ``vflip``, then applies
 ``torch.rot90(x, k, dims=(-2, -1))``. :func:`invert_geom` undoes it. All randomness comes from the
 ``torch.Generator`` passed in, so the same generator state gives the same views.
 """

@@ -21,12 +21,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from segcore.errors import ConfigError
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best in the table
+def _f(default: Any, help: str) -> Any:
     """A dataclass field with a documented default."""
     return field(default=default, metadata={"help": help})
 
@@ -69,7 +69,7 @@ class DataConfig:
     tiles_per_shard: int = _f(32, "tiles per shard directory")
     min_valid: float = _f(0.5, "tiles/windows with a smaller valid fraction are skipped")
     bands: tuple[int, ...] = _f((), "1-based band indexes to read as RGB (default: the first three)")
-    nodata: Optional[float] = _f(None, "nodata value to use when the raster declares none")
+    nodata: float | None = _f(None, "nodata value to use when the raster declares none")
     percentile_low: float = _f(2.0, "low percentile for scaling 16-bit/float rasters to 0..255")
     percentile_high: float = _f(98.0, "high percentile for scaling 16-bit/float rasters to 0..255")
     slic_region_size: int = _f(24, "approximate superpixel side in pixels")
@@ -128,7 +128,7 @@ class TrainConfig:
     multi_scale_mode: str = _f("sample_one_scale_per_step", "sample_one_scale_per_step | fixed (first size)")
     seed: int = _f(0, "seed of model init, data order and patch sampling")
     device: str = _f("auto", "auto | cpu | cuda | mps (auto: cuda, then mps, then cpu)")
-    amp: Optional[bool] = _f(None, "mixed precision: None = on for CUDA (bf16), off otherwise")
+    amp: bool | None = _f(None, "mixed precision: None = on for CUDA (bf16), off otherwise")
     checkpoint_every: int = _f(100, "steps between checkpoints (a final one is always written)")
     log_every: int = _f(10, "steps between progress lines")
     out_dir: str = _f("runs", "directory under which run directories are created")

@@ -36,25 +36,32 @@ def num_classes(cfg: Config) -> int:
 @task(name="evaluate")
 def evaluate(config: dict[str, Any], parent_run_id: str, train_run_id: str, build_run_id: str) -> dict[str, Any]:
     """Evaluate the train run's checkpoint on the build run's shards; log metrics, table and overlays."""
-    from segcore.evaluate import evaluate as run_eval, shard_data
+    from segcore.evaluate import evaluate as run_eval
+    from segcore.evaluate import shard_data
 
     cfg = Config.from_dict(config)
     root = shards_of(build_run_id)
     split = eval_split(root)
     classes = num_classes(cfg) or cfg.model.max_k
-    with tracking.stage_run(parent_run_id, "evaluate", {"segcore.input_run_id": train_run_id,
-                                                        "segcore.eval_split": split}) as run_id:
-        with tempfile.TemporaryDirectory(prefix="segcore-eval-") as tmp:
-            checkpoint = tracking.download(train_run_id, "checkpoints/last.pt", Path(tmp) / "ckpt")
-            data = shard_data(root, split, cfg, classes)
-            metrics = run_eval(checkpoint, data, cfg, Path(tmp) / "eval")
-            baseline = run_eval("kmeans", data, cfg.replace(**{"eval.num_overlays": 0}), Path(tmp) / "baseline")
-            metrics.update({f"baseline/kmeans_rgb/{k.split('/', 1)[1]}": v for k, v in baseline.items()
-                            if k in ("val/miou", "val/pixel_acc")})
-            tracking.log_metrics(run_id, metrics)
-            tracking.client().log_artifacts(run_id, str(Path(tmp) / "eval"), "eval")
-            tracking.client().log_text(run_id, (Path(tmp) / "baseline" / "summary.md").read_text(),
-                                       "baseline/summary.md")
+    with tracking.stage_run(
+        parent_run_id, "evaluate", {"segcore.input_run_id": train_run_id, "segcore.eval_split": split}
+    ) as run_id, tempfile.TemporaryDirectory(prefix="segcore-eval-") as tmp:
+        checkpoint = tracking.download(train_run_id, "checkpoints/last.pt", Path(tmp) / "ckpt")
+        data = shard_data(root, split, cfg, classes)
+        metrics = run_eval(checkpoint, data, cfg, Path(tmp) / "eval")
+        baseline = run_eval("kmeans", data, cfg.replace(**{"eval.num_overlays": 0}), Path(tmp) / "baseline")
+        metrics.update(
+            {
+                f"baseline/kmeans_rgb/{k.split('/', 1)[1]}": v
+                for k, v in baseline.items()
+                if k in ("val/miou", "val/pixel_acc")
+            }
+        )
+        tracking.log_metrics(run_id, metrics)
+        tracking.client().log_artifacts(run_id, str(Path(tmp) / "eval"), "eval")
+        tracking.client().log_text(
+            run_id, (Path(tmp) / "baseline" / "summary.md").read_text(), "baseline/summary.md"
+        )
     gain = metrics.get("val/miou", float("nan")) - metrics.get("baseline/kmeans_rgb/miou", float("nan"))
     note = f"{split}: mIoU {metrics.get('val/miou', float('nan')):.3f} ({gain:+.3f} vs RGB k-means)"
     return {"run_id": run_id, "metrics": metrics, "note": note}

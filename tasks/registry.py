@@ -20,7 +20,9 @@ def register(model_name: str, source: str, run_id: str, metrics: dict[str, float
     try:
         c.get_registered_model(model_name)
     except MlflowException:
-        c.create_registered_model(model_name, description="segcore student exports (model.npz, meta.json, metrics.json)")
+        c.create_registered_model(
+            model_name, description="segcore student exports (model.npz, meta.json, metrics.json)"
+        )
     tags = {f"metric.{k}": repr(float(v)) for k, v in metrics.items() if math.isfinite(v)}
     return c.create_model_version(model_name, source=source, run_id=run_id, tags=tags).version
 
@@ -45,7 +47,10 @@ def promote(model_name: str, version: str, metric: str, value: float) -> dict[st
         elif not math.isfinite(best) or value > best + IMPROVEMENT:
             promoted, reason = True, f"promoted: {metric}={value:.4f} beats {CHAMPION} v{champ.version} ({best:.4f})"
         else:
-            promoted, reason = False, f"not promoted: {metric}={value:.4f} does not beat {CHAMPION} v{champ.version} ({best:.4f})"
+            promoted, reason = (
+                False,
+                f"not promoted: {metric}={value:.4f} does not beat {CHAMPION} v{champ.version} ({best:.4f})",
+            )
     if promoted:
         c.set_registered_model_alias(model_name, CHAMPION, version)
     c.set_model_version_tag(model_name, version, "segcore.promotion", reason)

@@ -122,15 +122,21 @@ def test_photometric_op_values():
     off = AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.0, illumination=0.0)
     torch.testing.assert_close(photometric(image, valid, gen, off), image)
     # brightness: one constant shift within +-0.1
-    out = photometric(image, valid, gen, AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.1, illumination=0.0))
+    out = photometric(
+        image, valid, gen, AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.1, illumination=0.0)
+    )
     shift = out - image
     torch.testing.assert_close(shift, torch.full_like(shift, float(shift[0, 0, 0])))
     assert 0 < abs(float(shift[0, 0, 0])) <= 0.1
     # saturation: each pixel's grey value is unchanged
-    out = photometric(image, valid, gen, AugConfig(noise_std=0.0, contrast=0.0, saturation=0.2, brightness=0.0, illumination=0.0))
+    out = photometric(
+        image, valid, gen, AugConfig(noise_std=0.0, contrast=0.0, saturation=0.2, brightness=0.0, illumination=0.0)
+    )
     torch.testing.assert_close((out * luma).sum(0), (image * luma).sum(0))
     # contrast: the mean grey level is unchanged, deviations scale by one factor in 0.8..1.2
-    out = photometric(image, valid, gen, AugConfig(noise_std=0.0, contrast=0.2, saturation=0.0, brightness=0.0, illumination=0.0))
+    out = photometric(
+        image, valid, gen, AugConfig(noise_std=0.0, contrast=0.2, saturation=0.0, brightness=0.0, illumination=0.0)
+    )
     grey_in, grey_out = (image * luma).sum(0), (out * luma).sum(0)
     torch.testing.assert_close(grey_out.mean(), grey_in.mean())
     ratio = (out - grey_in.mean()) / (image - grey_in.mean())
@@ -189,7 +195,8 @@ def test_illumination_gain_is_smooth_and_bounded():
     cfg = AugConfig(noise_std=0.0, contrast=0.0, saturation=0.0, brightness=0.0, illumination=0.2)
     out = photometric(image, valid, gen, cfg)
     gain = out / image
-    assert float(gain.min()) >= 0.8 - 1e-6 and float(gain.max()) <= 1.2 + 1e-6
+    assert float(gain.min()) >= 0.8 - 1e-6
+    assert float(gain.max()) <= 1.2 + 1e-6
     assert float(gain.max() - gain.min()) > 0.02  # it does vary across the image
     torch.testing.assert_close(gain[0], gain[1])  # the same gain on every band: colour ratios kept
     assert float((gain[:, :, 1:] - gain[:, :, :-1]).abs().max()) < 0.05  # smooth: small neighbour steps

@@ -18,16 +18,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file (nested by section)")
     p.add_argument("--synthetic", action="store_true", help="train on generated scenes (data.source=synthetic)")
     p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (train.steps)")
-    p.add_argument("--seed", type=int, metavar="N", help="seed of init, data order and augmentation (train.seed, aug.seed)")
+    p.add_argument(
+        "--seed", type=int, metavar="N", help="seed of init, data order and augmentation (train.seed, aug.seed)"
+    )
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="device (train.device; default auto)")
-    p.add_argument("--amp", type=int, choices=(0, 1), help="mixed precision off/on (train.amp; default: on for CUDA only)")
-    p.add_argument("--disable-autoencoder", action="store_true", help="no reconstruction decoder (autoencoder.enabled=false)")
+    p.add_argument(
+        "--amp", type=int, choices=(0, 1), help="mixed precision off/on (train.amp; default: on for CUDA only)"
+    )
+    p.add_argument(
+        "--disable-autoencoder", action="store_true", help="no reconstruction decoder (autoencoder.enabled=false)"
+    )
     p.add_argument("--ae-lambda", type=float, metavar="F", help="reconstruction weight (autoencoder.lambda_recon)")
-    p.add_argument("--patch-sizes", metavar="S[,S...]", help="patch sizes drawn per step, e.g. 256,512 (data.patch_sizes)")
+    p.add_argument(
+        "--patch-sizes", metavar="S[,S...]", help="patch sizes drawn per step, e.g. 256,512 (data.patch_sizes)"
+    )
     p.add_argument("--use-teacher", action="store_true", help="distil from a frozen teacher (teacher.enabled=true)")
     p.add_argument("--nproc", type=int, metavar="N", help="processes for DDP training via torchrun (train.nproc)")
     p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by a previous run")
-    p.add_argument("--run-dir", metavar="DIR", help="run directory (default: <train.out_dir>/<timestamp>-<config hash>)")
+    p.add_argument(
+        "--run-dir", metavar="DIR", help="run directory (default: <train.out_dir>/<timestamp>-<config hash>)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, applied last")
 

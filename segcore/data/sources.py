@@ -38,8 +38,9 @@ def synthetic_samples(cfg: Config, seed: int, count: int | None = None, size: in
     samples = []
     for i in range(count):
         scene = generate_scene(size, scene_seed(TRAIN_NAMESPACE + seed, i))
-        samples.append(scene_to_sample(scene, cfg.data.require_slic, cfg.data.slic_region_size,
-                                       cfg.data.slic_compactness))
+        samples.append(
+            scene_to_sample(scene, cfg.data.require_slic, cfg.data.slic_region_size, cfg.data.slic_compactness)
+        )
     return samples
 
 
@@ -70,8 +71,9 @@ class GeoTiffWindows:
         from segcore.data.geo_patch import GeoPatchDataset
 
         if not cfg.data.raster_paths and not cfg.data.manifest:
-            raise ConfigError("data.source=geotiff needs data.raster_paths (files, directories or globs) "
-                              "or data.manifest")
+            raise ConfigError(
+                "data.source=geotiff needs data.raster_paths (files, directories or globs) or data.manifest"
+            )
         self.dataset = GeoPatchDataset(cfg=cfg, seed=seed + 1_000_003 * rank)
         self.size = max(cfg.data.patch_sizes)
         self.windows_per_epoch = max(cfg.data.synthetic_count * 8, 1)
@@ -85,12 +87,8 @@ def build_tile_source(cfg: Config, rank: int = 0, world_size: int = 1) -> TileSo
     """The training tile source for ``cfg.data.source``."""
     seed = cfg.train.seed
     if cfg.data.source == "synthetic":
-        if world_size > 1:
-            # Each rank trains on its own share of the generated scenes.
-            samples = synthetic_samples(cfg, seed)[rank::world_size]
-        else:
-            samples = synthetic_samples(cfg, seed)
-        return InMemoryTiles(samples, seed)
+        # With several ranks, each trains on its own share of the generated scenes.
+        return InMemoryTiles(synthetic_samples(cfg, seed)[rank::world_size], seed)
     if cfg.data.source == "shards":
         return ShardTiles(cfg, seed, rank, world_size)
     if cfg.data.source == "geotiff":

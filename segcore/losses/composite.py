@@ -35,7 +35,6 @@ from torch import nn
 from segcore.augment import invert_geom
 from segcore.config import Config
 from segcore.losses.contrastive import superpixel_infonce
-from segcore.models.student import STRIDE
 from segcore.losses.distill import affinity_loss, cluster_loss, feature_loss
 from segcore.losses.recon import recon_losses
 from segcore.losses.slic_prior import edge_aware_tv, slic_pull_loss, slic_push_loss
@@ -46,6 +45,7 @@ from segcore.losses.unsupervised import (
     smoothness_loss,
     stride4_mask,
 )
+from segcore.models.student import STRIDE
 from segcore.teachers.base import teacher_feat_dim
 
 TERMS = (

@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from segcore.augment import invert_geom
 
 
-def pool_superpixels(embed: torch.Tensor, slic: torch.Tensor, max_segments: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def pool_superpixels(
+    embed: torch.Tensor, slic: torch.Tensor, max_segments: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean embedding of every (image, superpixel) pair present.
 
     Args:
@@ -30,8 +32,8 @@ def pool_superpixels(embed: torch.Tensor, slic: torch.Tensor, max_segments: int 
     Returns:
         ``pooled (N, E)`` unnormalised means and ``keys (N,)`` int64 ``b * max_segments + id`` (sorted).
     """
-    b, e, h, w = embed.shape
-    keys = (torch.arange(b, device=slic.device).view(b, 1, 1) * max_segments + slic.clamp_max(max_segments - 1))
+    b, e, _h, _w = embed.shape
+    keys = torch.arange(b, device=slic.device).view(b, 1, 1) * max_segments + slic.clamp_max(max_segments - 1)
     keys = torch.where(slic > 0, keys, torch.full_like(keys, -1)).reshape(-1)  # (B*h*w,)
     uniq, inverse = torch.unique(keys, return_inverse=True)
     flat = embed.permute(0, 2, 3, 1).reshape(-1, e)  # (B*h*w, E)
@@ -41,8 +43,14 @@ def pool_superpixels(embed: torch.Tensor, slic: torch.Tensor, max_segments: int 
     return pooled[keep], uniq[keep]
 
 
-def superpixel_infonce(embed_a: torch.Tensor, embed_b: torch.Tensor, slic_a: torch.Tensor, geom_a: torch.Tensor,
-                       geom_b: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+def superpixel_infonce(
+    embed_a: torch.Tensor,
+    embed_b: torch.Tensor,
+    slic_a: torch.Tensor,
+    geom_a: torch.Tensor,
+    geom_b: torch.Tensor,
+    tau: float = 0.1,
+) -> torch.Tensor:
     """Symmetric InfoNCE between the two views' superpixel embeddings (see module docstring).
 
     Args:
@@ -55,7 +63,7 @@ def superpixel_infonce(embed_a: torch.Tensor, embed_b: torch.Tensor, slic_a: tor
     canon_b = invert_geom(embed_b, geom_b)
     slic = invert_geom(slic_a, geom_a)  # (B, h, w)
     pa, keys = pool_superpixels(canon_a, slic)
-    pb, keys_b = pool_superpixels(canon_b, slic)
+    pb, _keys_b = pool_superpixels(canon_b, slic)
     if len(keys) < 2:
         return embed_a.sum() * 0.0
     za, zb = F.normalize(pa.float(), dim=1), F.normalize(pb.float(), dim=1)

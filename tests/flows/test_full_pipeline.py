@@ -47,7 +47,8 @@ def test_parent_run_has_four_stage_children_with_artifacts(first_run):
     assert set(children) == {"build_shards", "train", "evaluate", "export"}
     assert all(r.info.status == "FINISHED" for r in children.values())
     arts = {stage: _artifacts(client, r.info.run_id) for stage, r in children.items()}
-    assert "shards/manifest.json" in arts["build_shards"] and "shards/preview.png" in arts["build_shards"]
+    assert "shards/manifest.json" in arts["build_shards"]
+    assert "shards/preview.png" in arts["build_shards"]
     assert any(a.endswith("index.csv") for a in arts["build_shards"])
     assert {"config.json", "metrics.jsonl", "checkpoints/last.pt"} <= arts["train"]
     assert {"eval/metrics.json", "eval/per_image.csv"} <= arts["evaluate"]
@@ -110,7 +111,8 @@ def test_champion_moves_only_on_improvement(orchestration):
     assert promote.fn("promo-model", v1, "val/miou", 0.40)["promoted"]
     v2 = register("promo-model", f"runs:/{run_id}/export", run_id, {"val/miou": 0.35})
     worse = promote.fn("promo-model", v2, "val/miou", 0.35)
-    assert not worse["promoted"] and "does not beat" in worse["reason"]
+    assert not worse["promoted"]
+    assert "does not beat" in worse["reason"]
     assert client.get_model_version_by_alias("promo-model", "champion").version == v1
     v3 = register("promo-model", f"runs:/{run_id}/export", run_id, {"val/miou": 0.45})
     assert promote.fn("promo-model", v3, "val/miou", 0.45)["promoted"]
@@ -122,7 +124,7 @@ def test_failing_stage_fails_the_flow_with_its_message(orchestration, tmp_path):
     bad = tmp_path / "not-a-raster.tif"
     bad.write_text("this is not a GeoTIFF")
     params = PipelineParams(work_dir=str(tmp_path / "work"), experiment="test-failing", data=str(bad), **TINY)
-    with pytest.raises(Exception, match="not-a-raster.tif"):
+    with pytest.raises(Exception, match=r"not-a-raster\.tif"):
         full_pipeline(params)
     client = MlflowClient()
     exp = client.get_experiment_by_name("test-failing")

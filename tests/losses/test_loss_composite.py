@@ -14,7 +14,13 @@ from segcore.teachers import FakeTeacher
 
 SMALL = {"student.width": 8, "student.embed_dim": 16, "student.depth": 1, "model.embed_dim": 16, "model.max_k": 4}
 # The cluster-probability terms are off by default (they lowered held-out mIoU); switch every term on.
-ALL_TERMS = {"loss.consistency": 1.0, "loss.entropy": 0.5, "loss.marginal": 1.0, "loss.smooth": 0.2, "loss.cluster": 0.5}
+ALL_TERMS = {
+    "loss.consistency": 1.0,
+    "loss.entropy": 0.5,
+    "loss.marginal": 1.0,
+    "loss.smooth": 0.2,
+    "loss.cluster": 0.5,
+}
 
 
 def small_cfg(**kw) -> Config:
@@ -60,8 +66,9 @@ def test_zero_weight_terms_are_not_computed(monkeypatch):
 
     for name in ("slic_push_loss", "slic_pull_loss", "smoothness_loss", "consistency_loss", "recon_losses"):
         monkeypatch.setattr(composite, name, boom)
-    cfg = small_cfg(**{**ALL_TERMS, "loss.slic": 0.0, "loss.smooth": 0.0, "loss.consistency": 0.0,
-                       "autoencoder.lambda_recon": 0.0})
+    cfg = small_cfg(
+        **{**ALL_TERMS, "loss.slic": 0.0, "loss.smooth": 0.0, "loss.consistency": 0.0, "autoencoder.lambda_recon": 0.0}
+    )
     terms, *_ = run(cfg)
     assert not {"slic_push", "slic_pull", "smooth", "consistency", "recon", "recon_grad"} & set(terms)
     assert "entropy" in terms
