@@ -201,14 +201,18 @@ def evaluate(model_or_checkpoint: Any, data: EvalData, cfg: Config, out_dir: str
     method = getattr(predictor, "name", type(predictor).__name__)
     _write_text(out / "summary.md", summary_markdown(metrics, data.name, method))
     log.info("evaluated %d images of %s: mIoU %.3f, pixel acc %.3f", len(rows), data.name,
-             metrics["val/miou"], metrics["val/pixel_acc"])
+             metrics.get("val/miou", math.nan), metrics.get("val/pixel_acc", math.nan))
     return metrics
 
 
 def _collect(matched: MatchedIoU, majority: MatchedIoU, proxy: ProxyMetrics, consistency: list[float],
              k: int, big_k: int, n: int, seconds: float) -> dict[str, float]:
-    metrics = {f"val/{key}": v for key, v in matched.compute().items() if not key.startswith("majority/")}
-    metrics.update({f"val/{key}": v for key, v in majority.compute().items() if key.startswith("majority/")})
+    metrics: dict[str, float] = {}
+    if matched.confusion.sum() > 0:
+        metrics.update({f"val/{key}": v for key, v in matched.compute().items() if not key.startswith("majority/")})
+        metrics.update({f"val/{key}": v for key, v in majority.compute().items() if key.startswith("majority/")})
+    else:  # unlabelled data: scores against labels would read as 0, which is not a measurement
+        log.warning("no labelled pixels (label > 0) in the evaluation data: reporting proxy metrics only")
     metrics.update(proxy.compute())
     metrics["proxy/two_view_consistency"] = float(np.mean(consistency))
     metrics.update({"val/k": float(k), "val/majority_k": float(big_k), "val/images": float(n),
@@ -216,14 +220,18 @@ def _collect(matched: MatchedIoU, majority: MatchedIoU, proxy: ProxyMetrics, con
     return metrics
 
 
+def _fmt(metrics: dict[str, float], key: str) -> str:
+    return f"{metrics[key]:.3f}" if key in metrics else "no labels"
+
+
 def summary_markdown(metrics: dict[str, float], data_name: str, method: str) -> str:
     """A small markdown table of the headline numbers."""
     k, big_k = int(metrics["val/k"]), int(metrics["val/majority_k"])
     lines = [f"# Evaluation: {method} on {data_name} ({int(metrics['val/images'])} images)", "",
              "| metric | value |", "|---|---|",
-             f"| mIoU (Hungarian one-to-one, k={k}) | {metrics['val/miou']:.3f} |",
-             f"| pixel accuracy (Hungarian, k={k}) | {metrics['val/pixel_acc']:.3f} |",
-             f"| mIoU (majority many-to-one, k={big_k}) | {metrics['val/majority/miou']:.3f} |",
+             f"| mIoU (Hungarian one-to-one, k={k}) | {_fmt(metrics, 'val/miou')} |",
+             f"| pixel accuracy (Hungarian, k={k}) | {_fmt(metrics, 'val/pixel_acc')} |",
+             f"| mIoU (majority many-to-one, k={big_k}) | {_fmt(metrics, 'val/majority/miou')} |",
              f"| utilization | {metrics['proxy/utilization']:.3f} |",
              f"| speckle | {metrics['proxy/speckle']:.3f} |",
              f"| boundary density | {metrics['proxy/boundary_density']:.3f} |",

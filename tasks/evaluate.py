@@ -62,6 +62,9 @@ def evaluate(config: dict[str, Any], parent_run_id: str, train_run_id: str, buil
         tracking.client().log_text(
             run_id, (Path(tmp) / "baseline" / "summary.md").read_text(), "baseline/summary.md"
         )
-    gain = metrics.get("val/miou", float("nan")) - metrics.get("baseline/kmeans_rgb/miou", float("nan"))
-    note = f"{split}: mIoU {metrics.get('val/miou', float('nan')):.3f} ({gain:+.3f} vs RGB k-means)"
+    if "val/miou" in metrics:
+        gain = metrics["val/miou"] - metrics["baseline/kmeans_rgb/miou"]
+        note = f"{split}: mIoU {metrics['val/miou']:.3f} ({gain:+.3f} vs RGB k-means)"
+    else:
+        note = f"{split}: no labels, proxy metrics only"
     return {"run_id": run_id, "metrics": metrics, "note": note}

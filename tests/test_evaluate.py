@@ -189,3 +189,18 @@ def test_cli_kmeans_baseline(tmp_path, capsys):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 < metrics["val/miou"] <= 1
     assert len(list((tmp_path / "overlays").iterdir())) == 2
+
+
+def test_unlabelled_data_reports_proxies_only(tmp_path):
+    from segcore.data.synthetic import generate_scene
+
+    scene = generate_scene(64, seed=2)
+
+    def images():
+        yield EvalImage("unlabelled", scene.image, np.zeros((64, 64), np.int64), np.ones((64, 64), bool))
+
+    metrics = evaluate("kmeans", EvalData("unlabelled", 6, images), Config(), tmp_path)
+    assert not any(key.startswith(("val/miou", "val/pixel_acc", "val/majority/")) for key in metrics)
+    assert 0.0 <= metrics["proxy/utilization"] <= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert "no labels" in (tmp_path / "summary.md").read_text()
