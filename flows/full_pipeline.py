@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.build_shards_flow import build_shards_fanout
 from segcore.config import load_config
 from tasks.build_shards import build_shards
 from tasks.evaluate import evaluate
@@ -88,8 +89,10 @@ def full_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     stages: dict[str, dict[str, Any]] = {}
     try:
         # Phase 1: shards (content-cached), then training on them.
-        shards = build_shards(config, parent, task_runner=p.task_runner, dask_address=p.dask_address,
-                              dask_workers=p.dask_workers)
+        prebuilt = ""
+        if p.task_runner != "serial":  # one task per shard on threads or Dask, then recorded like a serial build
+            prebuilt = build_shards_fanout(config, p.task_runner, p.dask_address, p.dask_workers)
+        shards = build_shards(config, parent, prebuilt_root=prebuilt)
         stages["build_shards"] = {**shards, "note": "reused cached shards" if shards["cached"] else "built"}
         trained = train(config, parent, shards["run_id"])
         stages["train"] = {**trained, "note": f"{trained['steps']} steps, best loss {trained['best_loss']:.4f}"}

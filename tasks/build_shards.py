@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,12 @@ def _reusable_build(key: str, experiment_id: str) -> tuple[str, Path] | None:
 
 
 @task(name="build_shards", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
-def build_shards(config: dict[str, Any], parent_run_id: str, on_error: str = "fail", task_runner: str = "serial",
-                 dask_address: str = "", dask_workers: int = 2) -> dict[str, Any]:
+def build_shards(config: dict[str, Any], parent_run_id: str, on_error: str = "fail",
+                 prebuilt_root: str = "") -> dict[str, Any]:
     """Build (or reuse) the shard dataset; log its manifest, indexes and a preview in a child run.
 
-    ``task_runner``: ``serial`` builds in this task (``data.num_workers`` processes); ``thread`` or
-    ``dask`` fan one Prefect task per shard out on that runner (``dask_address``: an existing
-    scheduler; else a local cluster of ``dask_workers`` processes). The bytes are the same either way.
+    ``prebuilt_root``: shards the flow already built by fanning one task per shard out on a thread
+    or Dask runner (``flows/build_shards_flow.py``); this task then only records them.
     """
     from segcore.data.cache_key import shard_build_key
     from segcore.data.preview import write_shard_preview
@@ -51,7 +49,7 @@ def build_shards(config: dict[str, Any], parent_run_id: str, on_error: str = "fa
     experiment = tracking.client().get_run(parent_run_id).info.experiment_id
     with tracking.stage_run(parent_run_id, "build_shards", {CACHE_TAG: key}) as run_id:
         hit = _reusable_build(key, experiment)
-        if hit is None and task_runner == "serial":
+        if hit is None and not prebuilt_root:
             summary = build(cfg, on_error=on_error, progress=True)
             root = Path(summary.root)
             tracking.log_metrics(run_id, {
@@ -61,16 +59,12 @@ def build_shards(config: dict[str, Any], parent_run_id: str, on_error: str = "fa
                 "shards/rasters_failed": len(summary.failures)})
             tracking.client().log_text(run_id, summary.table() + "\n", "shards/build-summary.md")
         elif hit is None:
-            from flows.build_shards_flow import build_shards_fanout
-
-            t0 = time.perf_counter()
-            root = Path(build_shards_fanout(config, task_runner, dask_address, dask_workers, on_error))
+            root = Path(prebuilt_root)
             counts = json.loads((root / "manifest.json").read_text())["counts"]
             tracking.log_metrics(run_id, {"shards/rasters": counts["rasters"],
                                           "shards/tiles_written": counts["tiles_written"],
                                           "shards/tiles_skipped": sum(counts["tiles_skipped"].values()),
-                                          "shards/rasters_failed": counts["rasters_failed"],
-                                          "shards/seconds": time.perf_counter() - t0})
+                                          "shards/rasters_failed": counts["rasters_failed"]})
         else:
             root = hit[1]
         tracking.set_tags(run_id, {"segcore.shards.root": str(root.resolve()), "segcore.cached": hit is not None,
