@@ -1,93 +1,13 @@
-"""``python -m segcore.eval`` (also ``segcore eval``): score a model, an export or the k-means baseline.
-
-Model (exactly one): ``--checkpoint CKPT`` (a training checkpoint, run with torch), ``--export DIR``
-(run with the numpy runtime) or ``--baseline kmeans`` (k-means on RGB, the README's baseline).
-Without any of them the command fails: it never trains on its own.
-
-Data (exactly one): ``--synthetic --seed S`` (``eval.synthetic_count`` generated scenes; scene
-``i`` uses seed ``scene_seed(S, i)``, disjoint from training scenes, which use
-``scene_seed(7000003 + train.seed, i)``), ``--data PATH`` (a manifest CSV with ``image,label``
-columns or a directory with ``images/`` and ``labels/``) or ``--shards ROOT --split NAME``.
-
-Writes ``metrics.json``, ``per_image.csv``, ``summary.md`` and ``overlays/`` into ``--out`` and
-prints the summary table.
-"""
+"""``python -m segcore.eval``: the same command as ``segcore eval`` (see :mod:`segcore.cli.eval`)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-
-from segcore.config import Config, load_config
-from segcore.errors import ConfigError
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    model = p.add_argument_group("model (exactly one)")
-    model.add_argument("--checkpoint", metavar="CKPT", help="training checkpoint (.pt)")
-    model.add_argument("--export", metavar="DIR", help="export directory (model.npz, meta.json, metrics.json)")
-    model.add_argument("--baseline", choices=("kmeans",), help="evaluate the k-means RGB baseline instead")
-    data = p.add_argument_group("data (exactly one)")
-    data.add_argument("--synthetic", action="store_true", help="generated scenes with labels")
-    data.add_argument("--seed", type=int, default=7, help="evaluation seed for --synthetic (default 7)")
-    data.add_argument("--data", metavar="PATH", help="manifest CSV or directory with images/ and labels/")
-    data.add_argument("--shards", metavar="ROOT", help="built shard dataset directory (<processed_root>/<dataset>)")
-    data.add_argument("--split", default="val", help="split of --shards (default val)")
-    p.add_argument("--out", metavar="DIR", required=True, help="directory for the report files")
-    p.add_argument("--config", metavar="FILE", help="YAML/JSON config file (eval.* and model.max_k are used)")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. eval.k=6")
-
-
-def build_data(args: argparse.Namespace, cfg: Config):
-    """The :class:`~segcore.evaluate.EvalData` named by the data flags."""
-    from segcore.evaluate import raster_data, shard_data, synthetic_data
-
-    chosen = [flag for flag in ("synthetic", "data", "shards") if getattr(args, flag)]
-    if len(chosen) != 1:
-        raise ConfigError("choose exactly one data source: --synthetic [--seed S], --data PATH or --shards ROOT")
-    ev = cfg.eval
-    if args.synthetic:
-        return synthetic_data(args.seed, ev.synthetic_count, ev.synthetic_size, ev.max_side)
-    if args.data:
-        return raster_data(args.data, ev.max_side, ev.num_classes, cfg.data)
-    return shard_data(args.shards, args.split, cfg, ev.num_classes)
-
-
-def model_arg(args: argparse.Namespace) -> str:
-    chosen = [v for v in (args.checkpoint, args.export, args.baseline) if v]
-    if len(chosen) != 1:
-        raise ConfigError("choose exactly one model: --checkpoint CKPT, --export DIR or --baseline kmeans "
-                          "(segcore eval does not train; run `segcore train` first)")
-    return chosen[0]
-
-
-def run(args: argparse.Namespace) -> int:
-    from segcore.evaluate import evaluate, summary_markdown
-
-    model = model_arg(args)
-    cfg = load_config(args.config, overrides=args.overrides)
-    data = build_data(args, cfg)
-    metrics = evaluate(model, data, cfg, args.out)
-    method = {"kmeans": "kmeans-rgb"}.get(model, model)
-    print(summary_markdown(metrics, data.name, method))
-    print(f"wrote metrics.json, per_image.csv, summary.md and overlays/ to {args.out}")
-    return 0
-
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
+    from segcore.cli import eval as eval_cli
+    from segcore.cli.main import run_standalone
 
-    from segcore.errors import SegcoreError
-
-    parser = argparse.ArgumentParser(prog="python -m segcore.eval", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except SegcoreError as exc:
-        print(f"segcore.eval: error: {exc}", file=sys.stderr)
-        return 2
+    return run_standalone(eval_cli, "python -m segcore.eval", argv)
 
 
 if __name__ == "__main__":

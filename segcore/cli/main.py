@@ -39,19 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _execute(run, args: argparse.Namespace, name: str, verbose: bool = False) -> int:
+    """Run a parsed command with logging set up; a :class:`SegcoreError` becomes exit code 2."""
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     try:
-        return int(args._run(args) or 0)
+        return int(run(args) or 0)
     except SegcoreError as exc:
-        print(f"segcore {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def run_standalone(module, prog: str, argv: list[str] | None = None) -> int:
+    """One subcommand module as its own program (``python -m segcore.eval``, ``segcore.train``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=module.HELP)
+    module.add_arguments(parser)
+    return _execute(module.run, parser.parse_args(argv), prog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _execute(args._run, args, f"segcore {args.command}", args.verbose)
 
 
 if __name__ == "__main__":
