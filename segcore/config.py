@@ -114,6 +114,7 @@ class LossConfig:
     slic: float = _f(1.0, "weight: SLIC boundary prior on the embeddings")
     tv: float = _f(0.1, "weight: edge-aware total variation of the embeddings")
     contrast: float = _f(1.0, "weight: superpixel InfoNCE between the two views")
+    descriptor: float = _f(3.0, "weight: superpixel similarities distilled from colour/texture descriptors")
     edge_sigma: float = _f(0.1, "image-gradient scale (0..1 units) of the edge-aware smoothness and TV weights")
 
 

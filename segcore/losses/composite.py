@@ -19,6 +19,8 @@ tv              ``loss.tv``                     mean over views
 recon/_grad     ``autoencoder.lambda_recon``    view A (only when ``recon`` is passed)
 feature         ``loss.feature``                view A (only with ``teacher_feats``)
 affinity        ``loss.affinity``               view A (only with ``teacher_feats``)
+contrast        ``loss.contrast``               superpixels of both views (canonical frame)
+descriptor      ``loss.descriptor``             superpixels of both views; descriptors of view A
 ==============  ==============================  ===========================================
 
 A term whose weight is 0 (or whose inputs are absent) is not computed and has no key.
@@ -34,7 +36,8 @@ from torch import nn
 
 from segcore.augment import invert_geom
 from segcore.config import Config
-from segcore.losses.contrastive import superpixel_infonce
+from segcore.losses.contrastive import descriptor_affinity, superpixel_infonce
+from segcore.losses.descriptors import region_descriptors
 from segcore.losses.distill import affinity_loss, cluster_loss, feature_loss
 from segcore.losses.recon import recon_losses
 from segcore.losses.slic_prior import edge_aware_tv, slic_pull_loss, slic_push_loss
@@ -50,7 +53,7 @@ from segcore.teachers.base import teacher_feat_dim
 
 TERMS = (
     "consistency", "entropy", "marginal", "smooth", "cluster", "slic_pull", "slic_push", "tv",
-    "recon", "recon_grad", "feature", "affinity", "contrast",
+    "recon", "recon_grad", "feature", "affinity", "contrast", "descriptor",
 )  # fmt: skip
 EMA_FLOOR = 0.05
 
@@ -63,7 +66,7 @@ def term_weights(cfg: Config) -> dict[str, float]:
         "consistency": lo.consistency, "entropy": lo.entropy, "marginal": lo.marginal, "smooth": lo.smooth,
         "cluster": lo.cluster, "slic_pull": lo.slic, "slic_push": lo.slic, "tv": lo.tv,
         "recon": lam, "recon_grad": lam, "feature": lo.feature * teacher, "affinity": lo.affinity * teacher,
-        "contrast": lo.contrast,
+        "contrast": lo.contrast, "descriptor": lo.descriptor,
     }  # fmt: skip
 
 
@@ -124,10 +127,13 @@ class CompositeLoss(nn.Module):
             raw["slic_push"] = self._per_view(
                 lambda o, b, m: slic_push_loss(o["embed"], b["slic"], b["image"], *self.slic_args), views
             )
+        (out_a, batch_a, _), (out_b, batch_b, _) = views
+        h, w = out_a["embed"].shape[-2:]
+        slic = batch_a["slic"][:, ::STRIDE, ::STRIDE][:, :h, :w]
+        if self.on("descriptor"):
+            raw["descriptor"] = descriptor_affinity(out_a["embed"], out_b["embed"], slic, batch_a["geom"],
+                                                    batch_b["geom"], region_descriptors(batch_a["image"]))
         if self.on("contrast"):
-            (out_a, batch_a, _), (out_b, batch_b, _) = views
-            h, w = out_a["embed"].shape[-2:]
-            slic = batch_a["slic"][:, ::STRIDE, ::STRIDE][:, :h, :w]
             raw["contrast"] = superpixel_infonce(out_a["embed"], out_b["embed"], slic, batch_a["geom"],
                                                  batch_b["geom"], self.contrast_tau)
         if self.on("tv"):

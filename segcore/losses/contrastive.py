@@ -70,3 +70,34 @@ def superpixel_infonce(
     logits = za @ zb.T / tau  # (N, N)
     target = torch.arange(len(keys), device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def descriptor_affinity(
+    embed_a: torch.Tensor,
+    embed_b: torch.Tensor,
+    slic_a: torch.Tensor,
+    geom_a: torch.Tensor,
+    geom_b: torch.Tensor,
+    descriptors: torch.Tensor,
+) -> torch.Tensor:
+    """MSE between superpixel cosine similarities across the views and those of their descriptors.
+
+    Superpixels are pooled as in :func:`superpixel_infonce`; the descriptors (view A's frame) are
+    pooled the same way, standardised per column over the batch and L2-normalised, giving ``t (N, C)``.
+    Loss: ``mean_ij (za_i . zb_j - t_i . t_j)^2``: the student's region geometry is distilled from
+    the colour/texture statistics, and the cross-view pairing asks for it to survive augmentation.
+    """
+    canon_a = invert_geom(embed_a, geom_a)
+    canon_b = invert_geom(embed_b, geom_b)
+    slic = invert_geom(slic_a, geom_a)
+    pa, keys = pool_superpixels(canon_a, slic)
+    pb, _ = pool_superpixels(canon_b, slic)
+    if len(keys) < 2:
+        return embed_a.sum() * 0.0
+    with torch.no_grad():
+        d, _ = pool_superpixels(invert_geom(descriptors.float(), geom_a), slic)
+        d = (d - d.mean(0)) / d.std(0, unbiased=False).clamp_min(1e-3)
+        t = F.normalize(d, dim=1)
+        target = t @ t.T
+    za, zb = F.normalize(pa.float(), dim=1), F.normalize(pb.float(), dim=1)
+    return F.mse_loss(za @ zb.T, target)

@@ -50,7 +50,7 @@ def run(cfg: Config, loss: CompositeLoss | None = None, teacher: bool = False, s
 
 
 def test_default_terms_and_teacher_terms_only_with_features():
-    defaults = {"slic_pull", "slic_push", "tv", "contrast", "recon", "recon_grad", "total"}
+    defaults = {"slic_pull", "slic_push", "tv", "contrast", "descriptor", "recon", "recon_grad", "total"}
     assert set(run(small_cfg())[0]) == defaults
     terms, *_ = run(small_cfg(**ALL_TERMS))
     assert set(terms) == defaults | {"consistency", "entropy", "marginal", "smooth", "cluster"}
