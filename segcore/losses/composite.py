@@ -85,6 +85,7 @@ class CompositeLoss(nn.Module):
         self.blur_sigma = cfg.autoencoder.blur_sigma
         self.affinity_pairs = cfg.distill.affinity_pairs
         self.contrast_tau = cfg.distill.contrast_tau
+        self.descriptor_bandwidth = cfg.distill.descriptor_bandwidth
         self.slic_args = (cfg.distill.slic_margin, cfg.distill.slic_colour_scale, cfg.distill.slic_texture_scale)
         self.register_buffer("ema", torch.zeros(len(TERMS)))
         self.register_buffer("ema_seen", torch.zeros(len(TERMS), dtype=torch.bool))
@@ -132,7 +133,8 @@ class CompositeLoss(nn.Module):
         slic = batch_a["slic"][:, ::STRIDE, ::STRIDE][:, :h, :w]
         if self.on("descriptor"):
             raw["descriptor"] = descriptor_affinity(out_a["embed"], out_b["embed"], slic, batch_a["geom"],
-                                                    batch_b["geom"], region_descriptors(batch_a["image"]))
+                                                    batch_b["geom"], region_descriptors(batch_a["image"]),
+                                                    self.descriptor_bandwidth)
         if self.on("contrast"):
             raw["contrast"] = superpixel_infonce(out_a["embed"], out_b["embed"], slic, batch_a["geom"],
                                                  batch_b["geom"], self.contrast_tau)

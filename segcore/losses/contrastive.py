@@ -79,13 +79,17 @@ def descriptor_affinity(
     geom_a: torch.Tensor,
     geom_b: torch.Tensor,
     descriptors: torch.Tensor,
+    bandwidth: float = 0.0,
 ) -> torch.Tensor:
     """MSE between superpixel cosine similarities across the views and those of their descriptors.
 
     Superpixels are pooled as in :func:`superpixel_infonce`; the descriptors (view A's frame) are
-    pooled the same way, standardised per column over the batch and L2-normalised, giving ``t (N, C)``.
-    Loss: ``mean_ij (za_i . zb_j - t_i . t_j)^2``: the student's region geometry is distilled from
-    the colour/texture statistics, and the cross-view pairing asks for it to survive augmentation.
+    pooled the same way and standardised per column over the batch, giving ``d (N, C)``. The target
+    similarity ``T_ij`` is the cosine ``d_i . d_j / (|d_i| |d_j|)`` when ``bandwidth`` is 0, else the
+    Gaussian kernel ``exp(-mean_c (d_ic - d_jc)^2 / bandwidth)`` (1 for look-alikes, near 0 for
+    regions far apart in any statistic; a kernel matrix, so unit vectors can realise it).
+    Loss: ``mean_ij (za_i . zb_j - T_ij)^2``: the student's region geometry is distilled from the
+    colour/texture statistics, and the cross-view pairing asks for it to survive augmentation.
     """
     canon_a = invert_geom(embed_a, geom_a)
     canon_b = invert_geom(embed_b, geom_b)
@@ -97,7 +101,10 @@ def descriptor_affinity(
     with torch.no_grad():
         d, _ = pool_superpixels(invert_geom(descriptors.float(), geom_a), slic)
         d = (d - d.mean(0)) / d.std(0, unbiased=False).clamp_min(1e-3)
-        t = F.normalize(d, dim=1)
-        target = t @ t.T
+        if bandwidth > 0:
+            target = torch.exp(-torch.cdist(d, d).square() / d.shape[1] / bandwidth)
+        else:
+            t = F.normalize(d, dim=1)
+            target = t @ t.T
     za, zb = F.normalize(pa.float(), dim=1), F.normalize(pb.float(), dim=1)
     return F.mse_loss(za @ zb.T, target)

@@ -76,3 +76,15 @@ def test_descriptor_affinity_maps_views_back_through_their_geometry():
     aligned = descriptor_affinity(a, apply_geom(a, geom_b), slic, IDENTITY, geom_b, desc)
     assert float(aligned) < 1e-10
     assert float(descriptor_affinity(a, apply_geom(a, geom_b), slic, IDENTITY, IDENTITY, desc)) > 0.5
+
+
+def test_descriptor_affinity_rbf_target_hand_value():
+    # Standardised column 0: [-1/sqrt2, -1/sqrt2, sqrt2]; column 1 is 0. Mean squared difference
+    # over the 2 columns: 0 between superpixels 1 and 2, (3/sqrt2)^2 / 2 = 2.25 to superpixel 3.
+    far = math.exp(-2.25 / 1.5)
+    target = torch.tensor([[1.0, 1.0, far], [1.0, 1.0, far], [far, far, 1.0]])
+    za = two_by_three([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    sims = za[0, :, 0].T @ za[0, :, 0]
+    expected = (sims - target).square().mean()
+    got = descriptor_affinity(za, za, SLIC3, IDENTITY, IDENTITY, DESC3, bandwidth=1.5)
+    torch.testing.assert_close(got, expected)
