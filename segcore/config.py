@@ -96,7 +96,7 @@ class DistillConfig:
     cluster_iters: int = _f(3, "soft k-means refinement iterations")
     ema_decay: float = _f(0.9, "EMA decay of the loss-magnitude normalisers")
     contrast_tau: float = _f(0.25, "temperature of the superpixel InfoNCE")
-    descriptor_bandwidth: float = _f(0.0, "descriptor affinity target: exp(-mean sq. difference / this); 0: cosine")
+    descriptor_bandwidth: float = _f(1.0, "descriptor affinity target: exp(-mean sq. difference / this); 0: cosine")
     affinity_pairs: int = _f(1024, "sampled pixel pairs per image for affinity distillation")
     slic_margin: float = _f(0.5, "cosine similarity above which neighbouring superpixels are pushed apart")
     slic_colour_scale: float = _f(0.1, "mean-RGB distance (0..1 units) giving a SLIC edge strength of 0.63")
