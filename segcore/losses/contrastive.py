@@ -10,6 +10,11 @@ The views differ by geometry and photometry (brightness, contrast, saturation, n
 illumination gain), so the embedding learns to describe a region by what survives those changes
 (texture, structure, hue) rather than by its exact brightness. Superpixels (SLIC) make the units
 coherent regions, so the cost is a few hundred pooled vectors per batch, not one per pixel.
+
+:func:`descriptor_affinity` pools the same way and asks the cross-view similarities of every pair
+of superpixels to follow the similarities of fixed colour/texture descriptors
+(:mod:`segcore.losses.descriptors`), so that regions which look alike, here or in another image of
+the batch, are embedded alike; the InfoNCE alone treats them as negatives and pushes them apart.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ def descriptor_affinity(
     descriptors: torch.Tensor,
     bandwidth: float = 0.0,
 ) -> torch.Tensor:
-    """MSE between superpixel cosine similarities across the views and those of their descriptors.
+    """MSE between the superpixels' cosine similarities across the views and their descriptor similarities.
 
     Superpixels are pooled as in :func:`superpixel_infonce`; the descriptors (view A's frame) are
     pooled the same way and standardised per column over the batch, giving ``d (N, C)``. The target

@@ -1,4 +1,4 @@
-"""Classical colour and texture descriptors of image regions: what the soft-positive InfoNCE uses.
+"""Classical colour and texture descriptors of image regions: what the descriptor affinity distils.
 
 For an image batch ``(B, 3, H, W)`` in 0..1, :func:`region_descriptors` returns six maps at stride 4
 (``(B, 6, ceil(H/4), ceil(W/4))``, each the mean over its 4x4 cell), chosen so that each is cheap
@@ -16,9 +16,9 @@ and says something a land-cover class keeps while its exact shade changes:
 5   fine energy         mean absolute Laplacian / (local mean luminance + 0.05): pixel-scale detail
 ==  ==================  ===================================================================
 
-They are never learnt and never exported: the loss compares regions by them (see
-:func:`segcore.losses.contrastive.superpixel_infonce`), the student learns to embed what they and
-the two-view invariance have in common.
+They are never learnt and never exported: the loss compares superpixels by them (see
+:func:`segcore.losses.contrastive.descriptor_affinity`), and the student learns an embedding whose
+similarities follow theirs and survive the two views' augmentations.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def region_descriptors(image: torch.Tensor) -> torch.Tensor:
     sx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device) / 8.0
     lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=x.device) / 4.0
     kernels = torch.stack([sx, sx.T, lap])[:, None]  # (3, 1, 3, 3)
-    gx, gy, dxx = F.conv2d(padded, kernels).unbind(1)  # each (B, 4h, 4w)
+    gx, gy, laplacian = F.conv2d(padded, kernels).unbind(1)  # each (B, 4h, 4w)
     local = _box(lum, 9)[:, 0] + 0.05
     energy = (gx.square() + gy.square()).sqrt() / local
-    fine = dxx.abs() / local
+    fine = laplacian.abs() / local
     jxx, jyy, jxy = _box(torch.stack([gx * gx, gy * gy, gx * gy], 1), 7).unbind(1)
     coherence = ((jxx - jyy).square() + 4.0 * jxy.square()).sqrt() / (jxx + jyy + 1e-4)
     maps = torch.cat([lum, chroma, torch.stack([energy, coherence, fine], 1)], 1)  # (B, 6, 4h, 4w)
