@@ -50,7 +50,10 @@ def predict_one(export_dir: str, src: str, dst: str, config: dict[str, Any], k: 
 def predict_many_flow(export_dir: str, rasters: list[str], out_dir: str, config: dict[str, Any] | None = None,
                       k: int | None = None, task_runner: Literal["thread", "dask"] = "thread",
                       dask_address: str = "", dask_workers: int = 2) -> list[dict[str, Any]]:
-    """Predict every raster (one task run each); summaries in the order of ``rasters``."""
+    """Predict every raster (one task run each); summaries in the order of ``rasters``.
+
+    The runner parameters only label the run here: :func:`predict_many` applies them.
+    """
     from segcore.config import Config
 
     config = config or Config().to_dict()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,16 @@ class Server:
     proc: Proc
 
 
+@contextmanager
+def serving(proc: Proc, url: str, home: Path) -> Iterator[Server]:
+    """Wait for ``url/health``, hand out the server, and stop its process group afterwards."""
+    try:
+        wait_http(f"{url}/health", proc)
+        yield Server(url, home, proc)
+    finally:
+        proc.stop()
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory) -> Iterator[Server]:
     """``prefect server start`` on 127.0.0.1 with its own PREFECT_HOME (SQLite)."""
@@ -32,12 +43,8 @@ def prefect_server(tmp_path_factory) -> Iterator[Server]:
     env = base_env(PREFECT_HOME=str(home))
     proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                  home / "server.log", env)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_http(f"{url}/health", proc)
-        yield Server(url, home, proc)
-    finally:
-        proc.stop()
+    with serving(proc, f"http://127.0.0.1:{port}/api", home) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +57,8 @@ def mlflow_server(tmp_path_factory) -> Iterator[Server]:
            "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination",
            str(home / "artifacts"), "--workers", "1"]
     proc = start(cmd, home / "server.log", env, cwd=home)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", proc)
-        yield Server(url, home, proc)
-    finally:
-        proc.stop()
+    with serving(proc, f"http://127.0.0.1:{port}", home) as server:
+        yield server
 
 
 @pytest.fixture
