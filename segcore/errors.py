@@ -23,3 +23,22 @@ class ArtifactError(SegcoreError):
 
 class TrainingError(SegcoreError):
     """Training cannot go on (for example a non-finite loss)."""
+
+
+class OutputError(SegcoreError):
+    """An output location segcore must not use: not its own, inside an input, or under a regular file."""
+
+
+class BusyError(SegcoreError):
+    """Another process holds the lock of the output (a dataset being built, an export being written)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) turned into an exception so ``finally``/``except BaseException`` cleanups run.
+
+    A ``KeyboardInterrupt`` subclass: ``except Exception`` handlers do not swallow it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum

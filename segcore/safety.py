@@ -1,0 +1,311 @@
+"""Ownership of outputs, exclusive locks, and cleanup on termination (``docs/reliability.md``).
+
+Rules this module enforces for every command that writes:
+
+* **Ownership.** An output location that exists is replaced only when it is recognisably segcore's
+  own output of the same kind (:data:`SIGNATURES`: a shard dataset with its ``manifest.json``, an
+  export with its ``meta.json``, a run directory with ``config.json``...). Anything else that is not
+  empty is refused with an :class:`~segcore.errors.OutputError`; nothing is deleted. An output may
+  not contain (or be) one of the command's inputs, and may not sit under a regular file.
+* **Locks.** :func:`exclusive_lock` holds an ``fcntl`` lock on a small file next to the output for
+  as long as it is written; a second writer fails at once with
+  :class:`~segcore.errors.BusyError` naming the PID that holds it. The kernel drops the lock when
+  the holder dies, even by SIGKILL, so a stale lock never blocks anyone.
+* **Termination.** :func:`terminate_raises` turns SIGTERM into a :class:`~segcore.errors.Terminated`
+  exception in the main thread, so the ``except BaseException`` / ``finally`` cleanups of the
+  writers (temporary files, ``.tmp-*`` and empty ``.staging-*`` directories) run before exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from segcore.errors import BusyError, OutputError, Terminated
+
+log = logging.getLogger(__name__)
+
+PREDICT_TAG = "SEGCORE_OUTPUT"  # GeoTIFF metadata tag marking a label raster written by segcore predict
+PREDICT_TAG_VALUE = "predict-labels"
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_shards(d: Path) -> bool:
+    m = _json(d / "manifest.json")
+    return m is not None and "format" in m and "splits" in m
+
+
+def _is_export(d: Path) -> bool:
+    m = _json(d / "meta.json")
+    return m is not None and "format" in m and "arrays" in m
+
+
+def _is_run(d: Path) -> bool:
+    return (d / "config.json").is_file() and any(
+        (d / name).exists() for name in ("versions.json", "metrics.jsonl", "checkpoints")
+    )
+
+
+def _is_eval(d: Path) -> bool:
+    return (d / "metrics.json").is_file() and any(
+        (d / name).exists() for name in ("per_image.csv", "summary.md", "overlays")
+    )
+
+
+def _is_synth(d: Path) -> bool:
+    return (d / "manifest.csv").is_file() and (d / "classes.csv").is_file()
+
+
+# kind -> (how segcore recognises its own output of that kind, what it looks like, for messages)
+SIGNATURES: dict[str, tuple[Callable[[Path], bool], str]] = {
+    "shards": (_is_shards, "a shard dataset with manifest.json"),
+    "export": (_is_export, "an export with meta.json"),
+    "run": (_is_run, "a training run directory with config.json"),
+    "eval": (_is_eval, "an evaluation report with metrics.json"),
+    "synth": (_is_synth, "a synthetic dataset with manifest.csv and classes.csv"),
+}
+
+
+def is_own_dir(path: str | Path, kind: str) -> bool:
+    """Whether directory ``path`` is segcore's own output of ``kind`` (a key of :data:`SIGNATURES`)."""
+    return Path(path).is_dir() and SIGNATURES[kind][0](Path(path))
+
+
+def _check_parents(path: Path, what: str) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{what} {path}: {parent} is a regular file, not a directory; "
+                                  "choose an output path under a directory")
+            return
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _sample(entries: list[Path], n: int = 3) -> str:
+    names = sorted(p.name for p in entries)
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def claim_output_dir(path: str | Path, kind: str, *, inputs: Iterable[str | Path] = (),
+                     what: str = "output directory") -> Path:
+    """Check that directory ``path`` may be (re)written as segcore output of ``kind``; return it.
+
+    Allowed: a missing path, an empty directory, or segcore's own output of the same kind (which
+    the caller replaces atomically). Raises :class:`OutputError` for a regular file at ``path`` or
+    above it, a directory holding anything else, or an input inside ``path``. Nothing is touched.
+    """
+    out = Path(path)
+    _check_parents(out, what)
+    for item in inputs:
+        if item and _inside(Path(item), out):
+            raise OutputError(f"{what} {out} contains the input {item}; writing there would replace it. "
+                              "Choose an output outside the inputs")
+    if not out.exists():
+        return out
+    if not out.is_dir():
+        raise OutputError(f"{what} {out} exists and is a regular file, not a directory; "
+                          "segcore never overwrites what it did not create: choose another path")
+    entries = list(out.iterdir())
+    if entries and not SIGNATURES[kind][0](out):
+        raise OutputError(
+            f"{what} {out} exists and is not {SIGNATURES[kind][1]} (it holds {_sample(entries)}); segcore never "
+            "deletes or overwrites what it did not create: choose another path or empty it yourself")
+    return out
+
+
+def _is_own_label_raster(path: Path) -> bool:
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            return ds.tags().get(PREDICT_TAG) == PREDICT_TAG_VALUE
+    except (rasterio.errors.RasterioError, OSError):
+        return False
+
+
+def claim_output_file(path: str | Path, *, inputs: Iterable[str | Path] = (), what: str = "output") -> Path:
+    """Check that file ``path`` may be written by ``segcore predict``; return it.
+
+    Refused: the path of an input (also through links), an existing directory, a path under a
+    regular file, an existing file that is not a label raster written by segcore (tag
+    :data:`PREDICT_TAG`). Nothing is touched.
+    """
+    out = Path(path)
+    _check_parents(out, what)
+    for item in inputs:
+        src = Path(item)
+        same = out.exists() and src.exists() and os.path.samefile(out, src)
+        if same or out.resolve() == src.resolve():
+            raise OutputError(f"{what} {out} is the input raster {item}; writing labels there would destroy it. "
+                              "Choose another output path")
+    if out.is_dir():
+        raise OutputError(f"{what} {out} is an existing directory; give a file path such as {out / 'labels.tif'}")
+    if out.exists() and not _is_own_label_raster(out):
+        raise OutputError(f"{what} {out} exists and is not a label raster written by segcore predict; segcore "
+                          "never overwrites what it did not create: choose another path or remove it yourself")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- locks
+
+
+def _holder(fd: int) -> str:
+    """The PID written in a lock file (the holder writes it right after locking)."""
+    for _ in range(20):
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+        if text:
+            return text
+        time.sleep(0.01)  # the holder locked but has not written its PID yet
+    return "unknown"
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``lock_path`` (created) while the block runs.
+
+    Raises :class:`BusyError` at once, naming the holder's PID, when another process holds it.
+    ``what`` names the locked thing in that message (e.g. ``"dataset data/processed/city"``).
+    The lock file stays (removing it could let two writers lock two different files).
+    """
+    import fcntl  # POSIX; segcore's locks are not implemented on Windows
+
+    path = Path(lock_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(f"{what} is being written by PID {_holder(fd)} (lock {path}); wait for it to finish "
+                            "or stop that process, then run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def lock_path_for(out: str | Path) -> Path:
+    """The lock file of output ``out``: a hidden sibling ``.<name>.lock``."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.lock")
+
+
+# ------------------------------------------------------------------------------------ termination
+
+
+@contextlib.contextmanager
+def terminate_raises(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
+    """Within the block, ``signals`` raise :class:`Terminated` in the main thread; restored after.
+
+    Outside the main thread (where handlers cannot be installed) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+# -------------------------------------------------------------------------------------- cleanup
+
+
+def remove_staging_leftovers(staging: str | Path) -> None:
+    """After a failed or interrupted shard build: drop ``.tmp-*`` shard directories and probe files,
+    and the staging directory itself unless it holds completed shards (kept so a re-run resumes).
+
+    Call only while holding the dataset's lock.
+    """
+    staging = Path(staging)
+    if not staging.is_dir():
+        return
+    complete = False
+    for entry in staging.iterdir():
+        if entry.name.startswith((".write-probe-", ".manifest.json.tmp-")):
+            entry.unlink(missing_ok=True)
+        elif entry.is_dir():
+            for shard in entry.iterdir():
+                if shard.name.startswith(".tmp-"):
+                    shutil.rmtree(shard, ignore_errors=True)
+                elif (shard / "shard.json").is_file():
+                    complete = True
+            if not any(entry.iterdir()):
+                entry.rmdir()
+    if not complete:
+        with contextlib.suppress(OSError):
+            (staging / "manifest.json").unlink(missing_ok=True)
+            staging.rmdir()
+
+
+def check_staging(staging: str | Path) -> None:
+    """OutputError unless an existing staging directory holds only what the shard builder puts there."""
+    staging = Path(staging)
+    if not staging.is_dir():
+        if staging.exists():
+            raise OutputError(f"{staging} exists and is a regular file; segcore needs that name for staging its "
+                              "shards: move the file away")
+        return
+    for entry in staging.iterdir():
+        own_file = entry.is_file() and (entry.name == "manifest.json" or entry.name.startswith(
+            (".write-probe-", ".manifest.json.tmp-")))
+        own_dir = entry.is_dir() and all(
+            e.is_dir() and e.name.startswith(("shard-", ".tmp-shard-")) for e in entry.iterdir())
+        if not (own_file or own_dir):
+            raise OutputError(f"{staging} holds {entry.name}, which segcore's shard builder did not write; "
+                              "segcore never deletes what it did not create: move it away and run again")
+
+
+def remove_unused_run_dir(run_dir: str | Path) -> bool:
+    """Remove a run directory this command created if training never got going; True when removed.
+
+    Only what training writes before its first step is removed (``config.json``, ``versions.json``,
+    an empty ``metrics.jsonl``, an empty ``checkpoints/``); a checkpoint, a logged metric or any
+    other file keeps the directory.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return False
+    ckpts, metrics = run_dir / "checkpoints", run_dir / "metrics.jsonl"
+    if (ckpts.is_dir() and any(ckpts.iterdir())) or (metrics.is_file() and metrics.stat().st_size > 0):
+        return False
+    known = {"config.json", "versions.json", "metrics.jsonl", "checkpoints"}
+    if any(entry.name not in known for entry in run_dir.iterdir()):
+        return False
+    shutil.rmtree(run_dir)
+    log.info("removed %s: the run failed before its first checkpoint", run_dir)
+    return True
