@@ -82,6 +82,10 @@ class DataConfig:
     synthetic_size: int = _f(512, "side in pixels of each generated scene")
     split_block_tiles: int = _f(4, "block side in tiles for split_policy=block (blocks go whole to one split)")
     shard_slic: bool = _f(True, "compute SLIC superpixels while building shards (off: faster, no slic files)")
+    gsd: float = _f(2.0, "working ground sample distance in metres per pixel: rasters are resampled to it on "
+                         "read (never upsampled); 0: every raster at its own resolution")
+    source_gsd: float = _f(0.0, "metres per pixel of rasters without a CRS (0: unknown, read at their own resolution)")
+    min_side: int = _f(256, "the working resolution never shrinks a raster's shorter side below this many pixels")
 
 
 @dataclass(frozen=True)
@@ -326,6 +330,10 @@ def _validate(cfg: Config) -> Config:
             raise ConfigError(f"{dotted}={value!r} is not one of {', '.join(choices)}")
     if not cfg.data.patch_sizes or any(s < 16 for s in cfg.data.patch_sizes):
         raise ConfigError(f"data.patch_sizes={cfg.data.patch_sizes} must be non-empty sizes of at least 16 px")
+    if cfg.data.gsd < 0 or cfg.data.source_gsd < 0:
+        raise ConfigError(f"data.gsd={cfg.data.gsd} and data.source_gsd={cfg.data.source_gsd} must be >= 0 (metres)")
+    if cfg.data.min_side < 16:
+        raise ConfigError(f"data.min_side={cfg.data.min_side} must be at least 16 pixels")
     if not 0.0 <= cfg.data.min_valid <= 1.0:
         raise ConfigError(f"data.min_valid={cfg.data.min_valid} must be within 0..1")
     if cfg.model.max_k < 2:

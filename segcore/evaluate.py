@@ -287,7 +287,7 @@ def _read_strided(image_path: str, label_path: str | None, max_side: int, data_c
         with open_raster(label_path) as ds:
             for row in range(0, info.height, strip):
                 window = Window(0, row, info.width, min(strip, info.height - row))
-                targets.append(read_label(ds, window, ds.width, ds.height)[::s, ::s])
+                targets.append(read_label(ds, window, info)[::s, ::s])
     valid = np.concatenate(valids)
     target = np.concatenate(targets) if targets else np.zeros(valid.shape, np.int64)
     return EvalImage(Path(image_path).stem, np.concatenate(rgbs), np.where(valid, target, 0), valid, s)

@@ -18,6 +18,8 @@ FLAGS = {
     "--manifest": ("data.manifest", str, "CSV with columns image[,label][,split]; wins over --raster"),
     "--processed-root": ("data.processed_root", str, "root directory of the shard datasets"),
     "--dataset": ("data.dataset", str, "dataset name (one path component)"),
+    "--gsd": ("data.gsd", float, "working ground resolution in metres per pixel (0: each raster's own)"),
+    "--source-gsd": ("data.source_gsd", float, "metres per pixel of rasters without a CRS"),
     "--tile-size": ("data.tile_size", int, "tile side in pixels"),
     "--tile-overlap": ("data.tile_overlap", int, "overlap of neighbouring tiles in pixels"),
     "--tiles-per-shard": ("data.tiles_per_shard", int, "tiles per shard directory"),

@@ -129,7 +129,7 @@ class GeoPatchDataset(Dataset):
         else:
             slic = np.zeros(valid.shape, dtype=np.int64)
         label_ds = self._open(i)[1]
-        target = read_label(label_ds, window, info.width, info.height) if label_ds is not None else np.zeros_like(slic)
+        target = read_label(label_ds, window, info) if label_ds is not None else np.zeros_like(slic)
         transform = window_transform(window, info.transform) if info.transform else None
         meta = {
             "source": source.image,

@@ -14,6 +14,14 @@ Policy (see ``docs/data.md``):
 * **Nodata**: the raster's own nodata value, mask band or alpha band; otherwise ``data.nodata`` when set.
   A pixel is invalid when every selected band is nodata (GDAL's dataset-mask rule) or any band is not
   finite. Every read returns a ``bool (H, W)`` valid mask next to the pixels.
+* **Working resolution**: a raster is read on a *working grid* of ``data.gsd`` metres per pixel
+  (:func:`working_grid`). The source resolution comes from the CRS (projected units, or degrees at
+  the raster's centre latitude) or, for a raster without a CRS, from ``data.source_gsd``. Rasters are
+  only ever shrunk (never upsampled), and never below ``data.min_side`` pixels on the shorter side;
+  a raster of unknown resolution stays at its own. :class:`RasterInfo` ``width``/``height``/
+  ``transform`` describe the working grid, every window is in working pixels, and reads resample on
+  the fly (GDAL average for pixels, mode for labels, over the fractional source window), so no whole
+  raster is loaded to resample it.
 """
 
 from __future__ import annotations
@@ -58,9 +66,12 @@ class RasterSource:
 class RasterInfo:
     """What the builder and the datasets need to know about an opened input raster.
 
-    ``transform`` is the 6 affine coefficients ``(a, b, c, d, e, f)`` or ``None`` when the raster has
-    no georeferencing; ``scale_low``/``scale_high`` hold one value per selected band (``None`` for
-    uint8). ``width``/``height`` are in pixels (columns/rows).
+    ``transform`` is the 6 affine coefficients ``(a, b, c, d, e, f)`` of the working grid or ``None``
+    when the raster has no georeferencing; ``scale_low``/``scale_high`` hold one value per selected band
+    (``None`` for uint8). ``width``/``height`` are the working grid in pixels (columns/rows);
+    ``native_width``/``native_height`` the file's own. ``factor_x``/``factor_y`` are source pixels per
+    working pixel (1.0: read as is); ``source_gsd``/``gsd`` the source and working metres per pixel
+    (``None`` when unknown).
     """
 
     path: str
@@ -74,6 +85,22 @@ class RasterInfo:
     nodata: float | None
     scale_low: tuple[float, ...] | None
     scale_high: tuple[float, ...] | None
+    native_width: int = 0
+    native_height: int = 0
+    factor_x: float = 1.0
+    factor_y: float = 1.0
+    source_gsd: float | None = None
+    gsd: float | None = None
+
+    @property
+    def resampled(self) -> bool:
+        """Whether the working grid differs from the file's own pixel grid."""
+        return (self.width, self.height) != (self.native_width or self.width, self.native_height or self.height)
+
+    def native_window(self, window: Window) -> Window:
+        """The (fractional) source window that working-grid ``window`` covers."""
+        return Window(window.col_off * self.factor_x, window.row_off * self.factor_y,
+                      window.width * self.factor_x, window.height * self.factor_y)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,19 +221,62 @@ def inspect_raster(path: str | Path, cfg: DataConfig) -> RasterInfo:
         if dtype != "uint8":
             low, high = _percentile_scaling(ds, bands, cfg)
         geo = is_georeferenced(ds)
+        src_gsd = source_gsd(ds, cfg)
+        width, height = working_grid(ds.width, ds.height, src_gsd, cfg)
+        fx, fy = ds.width / width, ds.height / height
+        transform = ds.transform @ Affine.scale(fx, fy)
         return RasterInfo(
             path=str(path),
-            width=ds.width,
-            height=ds.height,
+            width=width,
+            height=height,
             count=ds.count,
             dtype=dtype,
             bands=bands,
             crs=ds.crs.to_wkt() if ds.crs is not None else None,
-            transform=tuple(float(v) for v in tuple(ds.transform)[:6]) if geo else None,
+            transform=tuple(float(v) for v in tuple(transform)[:6]) if geo else None,
             nodata=_nodata_value(ds, cfg),
             scale_low=low,
             scale_high=high,
+            native_width=ds.width,
+            native_height=ds.height,
+            factor_x=fx,
+            factor_y=fy,
+            source_gsd=src_gsd,
+            gsd=src_gsd * max(fx, fy) if src_gsd is not None else None,
         )
+
+
+def source_gsd(ds: rasterio.DatasetReader, cfg: DataConfig) -> float | None:
+    """Metres per pixel of ``ds`` (the larger of the two axes), or ``None`` when it cannot be known.
+
+    A projected CRS gives the pixel size in its linear unit; a geographic CRS gives degrees, turned
+    into metres at the raster's centre latitude; a raster without a CRS takes ``data.source_gsd``
+    (0: unknown).
+    """
+    if ds.crs is None:
+        return cfg.source_gsd or None
+    a, b, _, d, e, _ = tuple(ds.transform)[:6]
+    px, py = math.hypot(a, d), math.hypot(b, e)
+    if ds.crs.is_geographic:
+        lat = (ds.transform @ (ds.width / 2, ds.height / 2))[1]
+        metres_per_degree = 111_320.0
+        return max(px * metres_per_degree * max(math.cos(math.radians(lat)), 1e-6), py * metres_per_degree)
+    try:
+        unit = float(ds.crs.linear_units_factor[1])
+    except Exception:  # a CRS without linear units: trust the numbers as metres
+        unit = 1.0
+    return max(px, py) * unit
+
+
+def working_grid(width: int, height: int, src_gsd: float | None, cfg: DataConfig) -> tuple[int, int]:
+    """``(width, height)`` of the working grid of a ``width`` x ``height`` raster (see the module policy)."""
+    if not cfg.gsd or not src_gsd:
+        return width, height
+    factor = max(1.0, cfg.gsd / src_gsd)
+    factor = min(factor, max(1.0, min(width, height) / cfg.min_side))
+    if factor <= 1.0 + 1e-6:
+        return width, height
+    return max(1, round(width / factor)), max(1, round(height / factor))
 
 
 def _nodata_value(ds: rasterio.DatasetReader, cfg: DataConfig) -> float | None:
@@ -289,8 +359,13 @@ def read_rgb(
     if inner is None:
         return rgb, valid
     try:
-        data = ds.read(list(info.bands), window=inner)
-        inner_valid = valid_mask(ds, info.bands, data, cfg, window=inner)
+        if info.resampled:
+            src, shape = info.native_window(inner), (3, int(inner.height), int(inner.width))
+            data = ds.read(list(info.bands), window=src, out_shape=shape, resampling=Resampling.average)
+            inner_valid = valid_mask(ds, info.bands, data, cfg, window=src, out_shape=shape)
+        else:
+            data = ds.read(list(info.bands), window=inner)
+            inner_valid = valid_mask(ds, info.bands, data, cfg, window=inner)
     except rasterio.errors.RasterioError as exc:
         raise RasterError(
             f"{info.path}: read of window {_window_tuple(inner)} failed ({exc}); the file may be corrupt or truncated"
@@ -314,14 +389,22 @@ def read_valid(ds: rasterio.DatasetReader, info: RasterInfo, window: Window, cfg
     return read_rgb(ds, info, window, cfg)[1]
 
 
-def read_label(ds: rasterio.DatasetReader, window: Window, width: int, height: int) -> np.ndarray:
-    """Band 1 of a label raster over ``window`` as ``int64 (H, W)``, 0 (ignore) outside the raster."""
-    inner, (top, left) = _clip_window(window, width, height)
+def read_label(ds: rasterio.DatasetReader, window: Window, info: RasterInfo) -> np.ndarray:
+    """Band 1 of a label raster over working-grid ``window`` of image ``info`` as ``int64 (H, W)``.
+
+    0 (ignore) outside the raster; on a resampled grid each working pixel takes the most frequent
+    source label (GDAL mode).
+    """
+    inner, (top, left) = _clip_window(window, info.width, info.height)
     out = np.zeros((int(window.height), int(window.width)), dtype=np.int64)
     if inner is None:
         return out
     try:
-        data = ds.read(1, window=inner)
+        if info.resampled:
+            data = ds.read(1, window=info.native_window(inner), out_shape=(int(inner.height), int(inner.width)),
+                           resampling=Resampling.mode)
+        else:
+            data = ds.read(1, window=inner)
     except rasterio.errors.RasterioError as exc:
         raise RasterError(f"{ds.name}: label read failed ({exc}); the file may be corrupt") from exc
     if ds.nodata is not None:
@@ -333,10 +416,11 @@ def read_label(ds: rasterio.DatasetReader, window: Window, width: int, height: i
 def check_label(label_path: str, info: RasterInfo) -> None:
     """RasterError unless the label raster is 1+ integer band(s) on the image's grid and CRS."""
     with open_raster(label_path) as ds:
-        if (ds.width, ds.height) != (info.width, info.height):
+        native = (info.native_width or info.width, info.native_height or info.height)
+        if (ds.width, ds.height) != native:
             raise RasterError(
                 f"{label_path}: label is {ds.width}x{ds.height} px but its image {info.path} is "
-                f"{info.width}x{info.height}; labels must be on the image's pixel grid"
+                f"{native[0]}x{native[1]}; labels must be on the image's pixel grid"
             )
         crs = ds.crs.to_wkt() if ds.crs is not None else None
         if crs != info.crs:

@@ -123,7 +123,7 @@ def _write_tile(tmp: Path, pos: int, tile: TileSpec, raster: RasterPlan, handles
         row["slic_sha256"] = write_geotiff(tmp / row["slic_file"], data, info.crs, transform)
     row.update(has_target=False, target_file="", target_sha256="")
     if label_ds is not None:
-        target = read_label(label_ds, tile.window, info.width, info.height)
+        target = read_label(label_ds, tile.window, info)
         small = target.min() >= 0 and target.max() < 256
         data = target[None].astype(np.uint8 if small else np.int32)
         row.update(has_target=True, target_file=f"{name}.target.tif")

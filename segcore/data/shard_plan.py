@@ -5,8 +5,9 @@ A plan is computed before any pixel is written, so shard contents are fixed up f
 
 Tiling: offsets along each axis step by ``tile_size - tile_overlap``; the last tile is **shifted
 inward** to end at the raster edge (it overlaps its neighbour more). A raster side shorter than a
-tile gives one **padded** tile along that side (pad pixels are invalid); like every tile it is kept
-only when its valid fraction is at least ``data.min_valid``.
+tile gives one tile **as long as that side** (a 300 x 300 chip is one 300 x 300 tile), so small
+rasters are never refused for padding; like every tile it is kept only when its valid fraction is
+at least ``data.min_valid``. Sizes and offsets are in pixels of the working grid (``data.gsd``).
 
 Splits (``docs/data.md``): a manifest ``split`` value wins. Otherwise units (whole rasters, or
 ``split_block_tiles``-tile square blocks with ``split_policy=block``) are ordered by the sha256 of
@@ -153,12 +154,13 @@ def plan_raster(source: RasterSource, cfg: DataConfig) -> tuple[RasterPlan, list
     if source.label is not None:
         check_label(source.label, info)
     size, overlap = cfg.tile_size, cfg.tile_overlap
+    tile_w, tile_h = min(size, info.width), min(size, info.height)
     windows = []
     with open_raster(source.image) as ds:
         _probe_last_block(ds, info)
         for row in tile_offsets(info.height, size, overlap):
             for col in tile_offsets(info.width, size, overlap):
-                window = Window(col, row, size, size)
+                window = Window(col, row, tile_w, tile_h)
                 valid = read_valid(ds, info, window, cfg)
                 windows.append((window, float(valid.mean())))
     if not any(frac > 0 for _, frac in windows):
@@ -170,7 +172,7 @@ def plan_raster(source: RasterSource, cfg: DataConfig) -> tuple[RasterPlan, list
 
 def _probe_last_block(ds, info: RasterInfo) -> None:
     """Read the raster's last pixel row: a truncated file fails here, before any shard is written."""
-    window = Window(0, info.height - 1, info.width, 1)
+    window = Window(0, ds.height - 1, ds.width, 1)  # the file's own last row, whatever the working grid
     try:
         ds.read(list(info.bands), window=window)
     except Exception as exc:  # GDAL raises several types for a truncated/corrupt stream
