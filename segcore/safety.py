@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from segcore.errors import BusyError, OutputError, Terminated
+from segcore.errors import BusyError, OutputError, SegcoreError, Terminated
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,12 @@ def is_own_dir(path: str | Path, kind: str) -> bool:
     return Path(path).is_dir() and SIGNATURES[kind][0](Path(path))
 
 
-def _check_parents(path: Path, what: str) -> None:
+def _check_parents(path: Path, what: str, error: type[SegcoreError] = OutputError) -> None:
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise OutputError(f"{what} {path}: {parent} is a regular file, not a directory; "
-                                  "choose an output path under a directory")
+                raise error(f"{what} {path}: {parent} is a regular file, not a directory; "
+                            "choose an output path under a directory")
             return
 
 
@@ -109,27 +109,28 @@ def _sample(entries: list[Path], n: int = 3) -> str:
 
 
 def claim_output_dir(path: str | Path, kind: str, *, inputs: Iterable[str | Path] = (),
-                     what: str = "output directory") -> Path:
+                     what: str = "output directory", error: type[SegcoreError] = OutputError) -> Path:
     """Check that directory ``path`` may be (re)written as segcore output of ``kind``; return it.
 
     Allowed: a missing path, an empty directory, or segcore's own output of the same kind (which
-    the caller replaces atomically). Raises :class:`OutputError` for a regular file at ``path`` or
-    above it, a directory holding anything else, or an input inside ``path``. Nothing is touched.
+    the caller replaces atomically). Raises ``error`` (:class:`OutputError` unless the caller's
+    family is more telling) for a regular file at ``path`` or above it, a directory holding anything
+    else, or an input inside ``path``. Nothing is touched.
     """
     out = Path(path)
-    _check_parents(out, what)
+    _check_parents(out, what, error)
     for item in inputs:
         if item and _inside(Path(item), out):
-            raise OutputError(f"{what} {out} contains the input {item}; writing there would replace it. "
+            raise error(f"{what} {out} contains the input {item}; writing there would replace it. "
                               "Choose an output outside the inputs")
     if not out.exists():
         return out
     if not out.is_dir():
-        raise OutputError(f"{what} {out} exists and is a regular file, not a directory; "
+        raise error(f"{what} {out} exists and is a regular file, not a directory; "
                           "segcore never overwrites what it did not create: choose another path")
     entries = list(out.iterdir())
     if entries and not SIGNATURES[kind][0](out):
-        raise OutputError(
+        raise error(
             f"{what} {out} exists and is not {SIGNATURES[kind][1]} (it holds {_sample(entries)}); segcore never "
             "deletes or overwrites what it did not create: choose another path or empty it yourself")
     return out
@@ -183,11 +184,12 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[Path]:
+def exclusive_lock(lock_path: str | Path, what: str, doing: str = "written") -> Iterator[Path]:
     """Hold an exclusive lock on ``lock_path`` (created) while the block runs.
 
     Raises :class:`BusyError` at once, naming the holder's PID, when another process holds it.
-    ``what`` names the locked thing in that message (e.g. ``"dataset data/processed/city"``).
+    ``what`` names the locked thing in that message (e.g. ``"dataset data/processed/city"``) and
+    ``doing`` what its holder does to it (``"built"``: "... is being built by PID 1234").
     The lock file stays (removing it could let two writers lock two different files).
     """
     import fcntl  # POSIX; segcore's locks are not implemented on Windows
@@ -199,7 +201,7 @@ def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BusyError(f"{what} is being written by PID {_holder(fd)} (lock {path}); wait for it to finish "
+            raise BusyError(f"{what} is being {doing} by PID {_holder(fd)} (lock {path}); wait for it to finish "
                             "or stop that process, then run again") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -42,6 +42,13 @@ from segcore.data.shard_plan import (
     plan_raster,
 )
 from segcore.errors import RasterError, SegcoreError, ShardError
+from segcore.safety import (
+    check_staging,
+    claim_output_dir,
+    exclusive_lock,
+    lock_path_for,
+    remove_staging_leftovers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +112,9 @@ def plan_build(cfg: Config, on_error: str = "fail", exclude: tuple[str, ...] = (
     _check_on_error(on_error)
     root, staging = dataset_dirs(cfg)
     sources = [s for s in discover_sources(cfg.data) if s.image not in exclude]
+    inputs = [p for s in sources for p in (s.image, s.label)] + [cfg.data.manifest]
+    claim_output_dir(root, "shards", inputs=inputs, what="dataset directory (data.processed_root/data.dataset)",
+                     error=ShardError)
     results = _map(pool, _plan_one, [(s, cfg) for s in sources])
     rasters, windows, failures = [], [], [(p, "excluded after a failed shard write") for p in exclude]
     for source, result in zip(sources, results, strict=True):
@@ -149,7 +159,14 @@ def _map(pool, fn, arg_tuples):
 
 
 def prepare_staging(staging: Path) -> None:
-    """Create the staging directory and drop half-written ``.tmp-*`` shard directories of a killed run."""
+    """Create the staging directory and drop half-written ``.tmp-*`` shard directories of a killed run.
+
+    Refuses (OutputError) when the dataset directory or the staging directory holds files that
+    segcore did not write (``segcore.safety``): nothing of the user's is ever deleted.
+    """
+    claim_output_dir(staging.with_name(staging.name.removeprefix(".staging-")), "shards",
+                     what="dataset directory (data.processed_root/data.dataset)", error=ShardError)
+    check_staging(staging)
     try:
         staging.mkdir(parents=True, exist_ok=True)
         probe = staging / f".write-probe-{os.getpid()}"
@@ -176,9 +193,26 @@ def build_shards(
 
     ``on_shard_done`` is called in this process after each shard is in place in the staging
     directory (tests use it to simulate a kill). Returns the :class:`BuildSummary`.
+
+    Holds the dataset's lock (``.<dataset>.lock`` beside it) throughout: a concurrent build of the
+    same dataset fails at once with a BusyError naming this process. On any failure (SIGTERM
+    included, see :func:`segcore.safety.terminate_raises`) the ``.tmp-*`` directories are removed,
+    and the staging directory too unless it holds completed shards a re-run can reuse.
     """
     _check_on_error(on_error)
-    prepare_staging(dataset_dirs(cfg)[1])  # validates data.dataset and the output directory first
+    root, staging = dataset_dirs(cfg)  # validates data.dataset
+    # Checked before the lock file is created beside it, and again (with the inputs) once locked.
+    claim_output_dir(root, "shards", what="dataset directory (data.processed_root/data.dataset)", error=ShardError)
+    with exclusive_lock(lock_path_for(root), f"dataset {root}", doing="built"):
+        try:
+            return _build_locked(cfg, on_error, progress, on_shard_done, staging)
+        except BaseException:
+            remove_staging_leftovers(staging)
+            raise
+
+
+def _build_locked(cfg: Config, on_error: str, progress: bool, on_shard_done, staging: Path) -> BuildSummary:
+    prepare_staging(staging)
     start = time.perf_counter()
     workers = cfg.data.num_workers
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 0 else None
@@ -194,7 +228,7 @@ def build_shards(
             exclude += tuple(failed)
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
     root = publish(plan, results)
     return _summary(plan, results, root, time.perf_counter() - start)
 
