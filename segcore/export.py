@@ -28,6 +28,8 @@ from torch import nn
 
 import segcore
 from segcore.checkpoint import load_checkpoint
+from segcore.codebook import FILE as CODEBOOK_FILE
+from segcore.codebook import CodebookRequest
 from segcore.config import Config
 from segcore.models.segmenter import MonolithicSegmenter
 from segcore.models.student import STRIDE
@@ -114,14 +116,30 @@ def model_meta(model: MonolithicSegmenter, cfg: Config, run_id: str | None = Non
 
 
 def _write_set(out_dir: Path, files: dict[str, bytes | np.ndarray | dict]) -> None:
-    """Write ``files`` into a temp sibling directory, then swap it in for ``out_dir``."""
+    """Write ``files`` as the export ``out_dir``, holding its lock (``segcore.safety``).
+
+    Refuses (OutputError) an ``out_dir`` that exists and is not an export segcore wrote, and
+    (BusyError) one that another process is writing; nothing else is ever replaced.
+    """
+    from segcore.safety import claim_output_dir, exclusive_lock, lock_path_for
+
+    claim_output_dir(out_dir, "export", what="export directory")  # before the lock file is made beside it
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_path_for(out_dir), f"export {out_dir}"):
+        claim_output_dir(out_dir, "export", what="export directory")
+        _swap_in_set(out_dir, files)
+
+
+def _swap_in_set(out_dir: Path, files: dict[str, bytes | np.ndarray | dict]) -> None:
+    """Write ``files`` into a temp sibling directory, then swap it in for ``out_dir``."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         for name, content in files.items():
             if name.endswith(".npz"):
                 with open(tmp / name, "wb") as fh:
                     np.savez(fh, **content)
+            elif isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
             else:
                 (tmp / name).write_text(json.dumps(content, indent=2, sort_keys=True))
         old = None
@@ -143,16 +161,32 @@ def export_model(
     *,
     run_id: str | None = None,
     metrics: dict[str, Any] | None = None,
+    codebook: CodebookRequest | None = None,
+    onnx: bool = False,
 ) -> Path:
     """Write the export of an in-memory ``model`` (built from ``cfg``) to ``out_dir``; return it.
 
     ``metrics`` (e.g. ``best_loss``, ``step``, ``val/miou``) go to ``metrics.json`` as they are.
+    ``codebook``: also fit a dataset codebook (``codebook.npz``, see :mod:`segcore.codebook`) on the
+    training data of ``cfg``; ``onnx``: also write ``model.onnx`` (needs the codebook and the
+    ``onnx`` extra, see :mod:`segcore.onnx_export`).
     """
     model = model.eval()
     meta = model_meta(model, cfg, run_id)
     arrays = model_arrays(model)
     out = Path(out_dir)
-    _write_set(out, {"model.npz": arrays, "metrics.json": dict(metrics or {}), "meta.json": meta})
+    files: dict[str, Any] = {"model.npz": arrays, "metrics.json": dict(metrics or {}), "meta.json": meta}
+    if codebook is not None:
+        from segcore.codebook_sources import export_codebook
+
+        files[CODEBOOK_FILE], fitted = export_codebook(meta, arrays, cfg, codebook)
+        if onnx:
+            from segcore.onnx_export import onnx_bytes
+
+            files["model.onnx"] = onnx_bytes(model, meta, fitted)  # also records meta["onnx"]
+    elif onnx:
+        raise ValueError("an ONNX export needs a codebook (its fixed head); do not combine onnx with no codebook")
+    _write_set(out, files)
     log.info("exported %d arrays (%.1f kB) to %s", len(arrays), sum(a.nbytes for a in arrays.values()) / 1e3, out)
     return out
 
@@ -163,10 +197,13 @@ def export_checkpoint(
     *,
     run_id: str | None = None,
     eval_metrics: dict[str, float] | None = None,
+    codebook: CodebookRequest | None = CodebookRequest(),
+    onnx: bool = False,
 ) -> Path:
     """Export a training checkpoint (``checkpoints/last.pt``) to ``out_dir``.
 
     ``metrics.json`` holds ``best_loss``, ``best_step``, ``step`` and ``eval_metrics`` if given.
+    A codebook is fitted by default (``codebook=None`` skips it); ``onnx`` also writes ``model.onnx``.
     Raises :class:`~segcore.errors.ArtifactError` when the checkpoint cannot be read.
     """
     from segcore.models import build_segmenter
@@ -179,4 +216,4 @@ def export_checkpoint(
     metrics = {"best_loss": best if math.isfinite(best) else None, "best_step": int(state.get("best_step", -1)),
                "step": int(state.get("step", -1)), "checkpoint": str(checkpoint)}
     metrics.update(eval_metrics or {})
-    return export_model(model, cfg, out_dir, run_id=run_id, metrics=metrics)
+    return export_model(model, cfg, out_dir, run_id=run_id, metrics=metrics, codebook=codebook, onnx=onnx)
