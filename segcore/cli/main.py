@@ -60,6 +60,9 @@ def _execute(run, args: argparse.Namespace, name: str, verbose: bool = False) ->
     """
     from segcore.safety import terminate_raises
 
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

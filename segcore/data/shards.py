@@ -30,9 +30,17 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from segcore.checks import check_utf8
 from segcore.config import Config
 from segcore.data.raster import RasterSource, discover_sources
-from segcore.data.shard_index import ShardResult, publish, read_manifest, reuse_shard, write_shard
+from segcore.data.shard_index import (
+    ShardResult,
+    publish,
+    published_keys,
+    read_manifest,
+    reuse_shard,
+    write_shard,
+)
 from segcore.data.shard_plan import (
     BuildPlan,
     RasterPlan,
@@ -134,6 +142,9 @@ def plan_build(cfg: Config, on_error: str = "fail", exclude: tuple[str, ...] = (
 
 def _plan_one(source: RasterSource, cfg: Config):
     try:
+        for path in (source.image, source.label):
+            if path:
+                check_utf8(path)  # such names cannot go into index.csv, manifest.json or MLflow
         return plan_raster(source, cfg.data)
     except SegcoreError as exc:
         return exc
@@ -247,8 +258,9 @@ def _write_all(plan, pool, progress, on_shard_done, on_error) -> tuple[list[Shar
 
     results: dict[int, ShardResult] = {}
     todo = []
+    published = published_keys(plan.root) if plan.root.is_dir() else {}
     for i, shard in enumerate(plan.shards):
-        reused = reuse_shard(plan, shard)
+        reused = reuse_shard(plan, shard, published)
         if reused is not None:
             results[i] = reused
         else:
