@@ -139,6 +139,7 @@ class TrainConfig:
     log_every: int = _f(10, "steps between progress lines")
     out_dir: str = _f("runs", "directory under which run directories are created")
     nproc: int = _f(1, "processes for DistributedDataParallel (torchrun) training")
+    init_from: str = _f("", "checkpoint whose model weights start training (warm start; step 0, fresh optimizer)")
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ class EvalConfig:
     num_classes: int = _f(0, "classes in the labels (0: classes.csv beside the data, else the largest label)")
     synthetic_count: int = _f(4, "scenes evaluated for --synthetic (seeds scene_seed(seed, i), i < count)")
     synthetic_size: int = _f(256, "side in pixels of each evaluation scene for --synthetic")
+    promote_margin: float = _f(0.05, "mIoU a challenger must gain over the champion to be promoted (seed spread)")
+    label_free_images: int = _f(16, "tiles scored without labels (proxy metrics, challenger and champion)")
 
 
 @dataclass(frozen=True)
@@ -399,12 +402,13 @@ def load_config(
     path: str | Path | None = None,
     flags: dict[str, Any] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    base: Config | None = None,
 ) -> Config:
-    """Defaults, then ``path`` (YAML/JSON), then ``flags`` (dotted keys), then ``overrides``.
+    """Defaults (or ``base``), then ``path`` (YAML/JSON), then ``flags`` (dotted keys), then ``overrides``.
 
     Raises :class:`ConfigError` on an unknown key or a value of the wrong type.
     """
-    cfg = Config()
+    cfg = base if base is not None else Config()
     if path:
         cfg = _apply_nested(cfg, read_config_file(path), origin=str(path))
     for key, value in (flags or {}).items():

@@ -103,6 +103,9 @@ def model_meta(model: MonolithicSegmenter, cfg: Config, run_id: str | None = Non
         "config": cfg.to_dict(),
         "segcore_version": segcore.__version__,
         "source_run_id": run_id,
+        # The grid the model was trained on and predicts on (segcore.data.raster): metres per pixel.
+        "working_resolution": {"gsd": cfg.data.gsd, "min_side": cfg.data.min_side,
+                               "source_gsd": cfg.data.source_gsd},
     }
     meta["layers"] = [
         {"name": layer.prefix, "in": layer.cin, "out": layer.cout, "kernel": layer.kernel, "stride": layer.stride,

@@ -1,17 +1,23 @@
 """Tiled prediction of a raster of any size with the numpy runtime (no torch).
 
-``predict_raster(src, dst, model, k)`` works in two passes over windowed reads:
+``predict_raster(src, dst, model, k)`` works on the raster's *working grid* (``data.gsd`` metres
+per pixel, the resolution the model was trained at; :mod:`segcore.data.raster` resamples on read)
+and writes labels on the raster's own grid. It makes two passes over windowed reads:
 
 1. **Fit, once per raster.** A grid of sample windows spread over the whole raster (at most
    ``sample_pixels`` stride-4 cells in all; the whole raster when it is that small) is embedded
    *jointly*: GroupNorm statistics are measured over all sample windows together and frozen, then
    the valid embeddings fit one set of ``k`` prototypes. Every tile uses these statistics and
    prototypes, so cluster ids agree across tiles and every norm is a per-pixel affine map.
-2. **Assign, tile by tile.** Tile origins are multiples of 4 and each tile is read with a halo of
-   ``max(halo, receptive radius)`` pixels (rounded up to a multiple of 4), clipped to the raster.
-   With frozen statistics the network is translation-equivariant on the stride-4 grid, and a
-   label depends on input pixels within the receptive radius only, so the tiled output equals the
-   output of a single tile covering the raster, pixel for pixel (``tests/test_predict.py``).
+2. **Assign, tile by tile.** Core tiles are cut in the file's own pixels; each is computed on a
+   working-grid window that covers it plus a halo of ``max(halo, receptive radius)`` working pixels,
+   with its origin on a multiple of 4, so its stride-4 cells are the raster's own. Beyond the raster
+   edge the window is *mirrored* (:func:`read_reflected`): an edge pixel sees context that looks like
+   the raster instead of the network's zero padding, and is assigned like an interior pixel. Every
+   output pixel takes the argmax of the cluster probabilities interpolated (bilinearly, between cell
+   centres) at its own centre. With frozen statistics the network is translation-equivariant on the
+   stride-4 grid and a label depends on input within the receptive radius only, so the tiled output
+   equals the output of a single tile covering the raster, pixel for pixel (``tests/test_predict.py``).
 
 Output: ``uint8`` GeoTIFF, one band, ``0`` = nodata, clusters ``1..k``; CRS and transform copied
 from the input (a raster without them stays without), written to a temp name then renamed.
@@ -24,7 +30,7 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +38,10 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from segcore.config import DataConfig
-from segcore.data.raster import inspect_raster, open_raster, read_rgb
-from segcore.errors import RasterError
-from segcore.runtime import STRIDE, NormStats, NumpyModel
+from segcore.config import Config, DataConfig
+from segcore.data.raster import inspect_raster, open_raster, read_rgb, read_valid
+from segcore.errors import ConfigError, RasterError
+from segcore.runtime import STRIDE, NormStats, NumpyModel, coordinate_taps, resample_argmax
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,21 @@ class PredictResult:
     tile: int
     halo: int
     sample_cells: int
+    working: str = ""  # the working grid, e.g. "490x490 px at 2.5 m" (see segcore.data.raster)
+
+
+def export_config(meta: dict) -> Config:
+    """The config an export was trained with (its ``meta.json``), the base of every prediction with it.
+
+    Prediction then reads rasters exactly as training did: the same working resolution
+    (``data.gsd``, ``data.min_side``, ``data.source_gsd``), bands, nodata and scaling policy.
+    Exports written before the config was recorded give the defaults.
+    """
+    try:
+        return Config.from_dict(meta.get("config") or {})
+    except ConfigError as exc:
+        log.warning("export config not usable (%s); predicting with the defaults", exc)
+        return Config()
 
 
 def _round4(n: int) -> int:
@@ -153,13 +174,17 @@ def predict_raster(
 ) -> PredictResult:
     """Segment raster ``src`` into a ``uint8`` label GeoTIFF ``dst`` (0 nodata, clusters 1..k).
 
+    The model runs on the working grid of ``data_cfg`` (``data.gsd``, see
+    :mod:`segcore.data.raster`); labels are written on the input's own pixel grid, each pixel
+    taking the argmax of the cluster probabilities interpolated at its centre.
+
     Args:
         model: a loaded export (:func:`segcore.runtime.load_export`).
         k: clusters (default ``model.max_k``; at most 255).
-        tile: core tile side in pixels (rounded up to a multiple of 4).
-        halo: pixels read around each tile; raised to the model's receptive radius when smaller.
+        tile: core tile side in working pixels (rounded up to a multiple of 4).
+        halo: working pixels read around each tile; raised to the model's receptive radius when smaller.
         sample_pixels: stride-4 embedding cells sampled over the raster to fit the prototypes.
-        data_cfg: band/nodata policy (``segcore.config.DataConfig``); defaults otherwise.
+        data_cfg: band/nodata/working-resolution policy (``segcore.config.DataConfig``).
     """
     from tqdm import tqdm
 
@@ -174,31 +199,79 @@ def predict_raster(
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp.tif")
-    cores = tiles(info.width, info.height, tile)
+    native_tile = max(STRIDE, round(tile * info.factor_x)), max(STRIDE, round(tile * info.factor_y))
+    cores = [(c, r, min(native_tile[0], info.native_width - c), min(native_tile[1], info.native_height - r))
+             for r in range(0, info.native_height, native_tile[1])
+             for c in range(0, info.native_width, native_tile[0])]
     try:
         with open_raster(src) as ds, warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(tmp, "w", **_profile(ds)) as out:
-                for col, row, w, h in tqdm(cores, desc="predict", unit="tile", disable=not progress):
-                    out.write(_predict_tile(model, ds, info, cfg, fit, (col, row, w, h), halo), 1,
-                              window=Window(col, row, w, h))
+                for core in tqdm(cores, desc="predict", unit="tile", disable=not progress):
+                    out.write(_predict_tile(model, ds, info, cfg, fit, core, halo), 1, window=Window(*core))
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    log.info("wrote %s (%dx%d px, %d tiles of %d px, halo %d)", dst, info.width, info.height, len(cores), tile, halo)
-    return PredictResult(dst, info.width, info.height, k, len(cores), tile, halo, fit.sample_cells)
+    log.info("wrote %s (%dx%d px, working grid %dx%d, %d tiles, halo %d)", dst, info.native_width,
+             info.native_height, info.width, info.height, len(cores), halo)
+    working = f"{info.width}x{info.height} px" + (f" at {info.gsd:.3g} m" if info.gsd else "")
+    return PredictResult(dst, info.native_width, info.native_height, k, len(cores), tile, halo, fit.sample_cells,
+                         working)
+
+
+def read_reflected(ds, info, cfg: DataConfig, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Working-grid RGB ``(h, w, 3)`` and valid mask of ``window``, mirrored where it leaves the raster.
+
+    Beyond the raster edge the image is reflected (``numpy.pad`` ``reflect``) rather than zero, so a
+    pixel on the raster edge is embedded with context that looks like the rest of the raster; the
+    mirrored pixels are marked invalid. Reflection needs the raster to be larger than the margin;
+    where it is not, the remaining margin is edge-replicated.
+    """
+    col, row, w, h = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
+    c0, r0 = max(col, 0), max(row, 0)
+    c1, r1 = min(col + w, info.width), min(row + h, info.height)
+    rgb, valid = read_rgb(ds, info, Window(c0, r0, c1 - c0, r1 - r0), cfg)
+    pads = [(r0 - row, row + h - r1), (c0 - col, col + w - c1)]
+    if not any(a or b for a, b in pads):
+        return rgb, valid
+    reflect = [(min(a, n - 1), min(b, n - 1)) for (a, b), n in zip(pads, valid.shape, strict=True)]
+    rgb = np.pad(rgb, [*reflect, (0, 0)], mode="reflect")
+    rest = [(a - ra, b - rb) for (a, b), (ra, rb) in zip(pads, reflect, strict=True)]
+    rgb = np.pad(rgb, [*rest, (0, 0)], mode="edge")
+    valid = np.pad(valid, pads, constant_values=False)
+    return rgb, valid
 
 
 def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
                   core: tuple[int, int, int, int], halo: int) -> np.ndarray:
-    """``uint8 (h, w)`` labels of one core tile, computed on the tile plus its halo."""
+    """``uint8 (h, w)`` labels of one core tile in the file's own pixels.
+
+    The working-grid window read covers the tile's pixels plus ``halo`` on every side; its origin
+    is a multiple of 4 (so its stride-4 cells are the raster's), and it is mirrored beyond the
+    raster edge (:func:`read_reflected`).
+    """
     col, row, w, h = core
-    c0, r0 = max(0, col - halo), max(0, row - halo)
-    c1, r1 = min(info.width, col + w + halo), min(info.height, row + h + halo)
-    rgb, valid = read_rgb(ds, info, Window(c0, r0, c1 - c0, r1 - r0), cfg)
-    z = model.embed(rgb, fit.stats)
-    labels = model.assign(z, fit.prototypes, (r1 - r0, c1 - c0))[1]
-    core_labels = labels[row - r0 : row - r0 + h, col - c0 : col - c0 + w] + 1
-    core_valid = valid[row - r0 : row - r0 + h, col - c0 : col - c0 + w]
-    return np.where(core_valid, core_labels, 0).astype(np.uint8)
+    fx, fy = info.factor_x, info.factor_y
+    x0 = STRIDE * math.floor((col / fx - halo) / STRIDE)
+    y0 = STRIDE * math.floor((row / fy - halo) / STRIDE)
+    x1, y1 = math.ceil((col + w) / fx) + halo, math.ceil((row + h) / fy) + halo
+    rgb, valid = read_reflected(ds, info, cfg, Window(x0, y0, x1 - x0, y1 - y0))
+    probs = model.probabilities(model.embed(rgb, fit.stats), fit.prototypes)  # (K, h4, w4)
+    # Native pixel centres in working pixels, then in cells of this window (cell j centred at 4j + 2).
+    cols = ((np.arange(col, col + w) + 0.5) / fx - x0) / STRIDE - 0.5
+    rows = ((np.arange(row, row + h) + 0.5) / fy - y0) / STRIDE - 0.5
+    labels = resample_argmax(probs, coordinate_taps(probs.shape[1], rows), coordinate_taps(probs.shape[2], cols))
+    core_valid = _native_valid(ds, info, cfg, core, valid, (x0, y0))
+    return np.where(core_valid, labels + 1, 0).astype(np.uint8)
+
+
+def _native_valid(ds, info, cfg: DataConfig, core: tuple[int, int, int, int], valid: np.ndarray,
+                  origin: tuple[int, int]) -> np.ndarray:
+    """``bool (h, w)`` valid mask of ``core`` in the file's own pixels."""
+    col, row, w, h = core
+    if not info.resampled:
+        x0, y0 = origin
+        return valid[row - y0 : row - y0 + h, col - x0 : col - x0 + w]
+    native = replace(info, width=info.native_width, height=info.native_height, factor_x=1.0, factor_y=1.0)
+    return read_valid(ds, native, Window(col, row, w, h), cfg)

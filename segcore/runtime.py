@@ -196,7 +196,16 @@ def smooth(probs: np.ndarray, iters: int, alpha: float) -> np.ndarray:
 
 def _bilinear_taps(n: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source taps of an x4 ``align_corners=False`` upsampling of ``n`` cells to ``out`` pixels."""
-    src = np.maximum((np.arange(out, dtype=np.float32) + 0.5) / STRIDE - 0.5, 0.0)
+    return coordinate_taps(n, (np.arange(out, dtype=np.float64) + 0.5) / STRIDE - 0.5)
+
+
+def coordinate_taps(n: int, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear-interpolation taps ``(i0, i1, lambda)`` of ``n`` cells at continuous cell ``coords``.
+
+    Cell ``j`` has its centre at coordinate ``j``; coordinates outside ``0..n-1`` take the edge
+    cell (as ``align_corners=False`` upsampling does).
+    """
+    src = np.clip(np.asarray(coords, dtype=np.float64), 0.0, n - 1)
     i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
     i1 = np.minimum(i0 + 1, n - 1)
     lam = (src - i0).astype(np.float32)
@@ -204,14 +213,22 @@ def _bilinear_taps(n: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def upsample_argmax(probs: np.ndarray, out_h: int, out_w: int, rows: int = 64) -> np.ndarray:
-    """``probs (K, h, w)`` -> ``int64 (out_h, out_w)`` argmax of the x4 bilinear upsampling (cropped).
+    """``probs (K, h, w)`` -> ``int64 (out_h, out_w)`` argmax of the x4 bilinear upsampling (cropped)."""
+    k, h, w = probs.shape
+    return resample_argmax(probs, _bilinear_taps(h, out_h), _bilinear_taps(w, out_w), rows)
 
+
+def resample_argmax(probs: np.ndarray, row_taps: tuple, col_taps: tuple, rows: int = 64) -> np.ndarray:
+    """Argmax of ``probs (K, h, w)`` bilinearly resampled at the pixels given by their taps.
+
+    ``row_taps``/``col_taps`` come from :func:`coordinate_taps` (one entry per output row/column).
     Interpolates along W then H (the association torch uses) one block of output rows and one
     cluster at a time, keeping a running maximum; ties keep the lowest cluster id.
     """
-    k, h, w = probs.shape
-    c0, c1, cl = _bilinear_taps(w, out_w)
-    r0, r1, rl = _bilinear_taps(h, out_h)
+    k = probs.shape[0]
+    c0, c1, cl = col_taps
+    r0, r1, rl = row_taps
+    out_h, out_w = len(r0), len(c0)
     pw = probs[:, :, c0] * (1.0 - cl) + probs[:, :, c1] * cl  # (K, h, out_w)
     labels = np.zeros((out_h, out_w), np.int64)
     best, cur, tmp = (np.empty((rows, out_w), np.float32) for _ in range(3))
@@ -363,15 +380,23 @@ class NumpyModel:
         Returns ``probs (K, h, w)`` float32 (after refiner, softmax and smoothing) and ``labels``
         int64 ``out_hw`` (default ``(4h, 4w)``) with values ``0..K-1``.
         """
+        h, w = embed.shape[1:]
+        probs = self.probabilities(embed, prototypes)
+        out_h, out_w = out_hw if out_hw is not None else (STRIDE * h, STRIDE * w)
+        return probs, upsample_argmax(probs, out_h, out_w)
+
+    def probabilities(self, embed: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
+        """``probs (K, h, w)`` float32 of ``embed (E, h, w)`` on ``prototypes (K, E)``.
+
+        Cosine logits over the temperature, the optional refiner, softmax and the smoothing lane.
+        """
         e, h, w = embed.shape
         protos = prototypes / np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), EPS)
         logits = (protos.astype(np.float32) @ embed.reshape(e, -1)) / np.float32(self.temperature)
         logits = logits.reshape(-1, h, w)
         if "refiner.guide" in self.w:
             logits = self._refine(logits, embed)
-        probs = smooth(softmax(logits, axis=0), self.smooth_iters, self.smooth_alpha).astype(np.float32)
-        out_h, out_w = out_hw if out_hw is not None else (STRIDE * h, STRIDE * w)
-        return probs, upsample_argmax(probs, out_h, out_w)
+        return smooth(softmax(logits, axis=0), self.smooth_iters, self.smooth_alpha).astype(np.float32)
 
     def _refine(self, logits: np.ndarray, embed: np.ndarray) -> np.ndarray:
         g = conv2d(np.ascontiguousarray(embed.transpose(1, 2, 0)), *self.w["refiner.guide"])  # (h, w, G)

@@ -13,7 +13,7 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 
 from segcore.cli.main import main as cli_main
-from segcore.config import Config
+from segcore.config import Config, DataConfig
 from segcore.data.synthetic import generate_scene, write_scene_geotiff
 from segcore.export import export_model
 from segcore.models import build_segmenter
@@ -21,6 +21,9 @@ from segcore.predict import predict_raster, sample_windows
 from segcore.runtime import load_export
 
 SHARED_DATA = Path(os.environ["SEGCORE_SHARED_DATA"])
+
+NATIVE = DataConfig(gsd=0.0)  # every raster at its own resolution
+HALF = DataConfig(gsd=1.0, min_side=64)  # the 0.5 m test scenes on a 1 m working grid
 
 SMALL = {"student.width": 16, "student.groups": 4, "student.embed_dim": 16, "model.embed_dim": 16,
          "model.temperature": 0.1}
@@ -46,19 +49,21 @@ def _read(path) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "sample_pixels"),
-    [({}, 65536), ({}, 1500), ({"model.refiner": True, "student.depth": 2, "model.smooth_iters": 3}, 65536)],
-    ids=["one-sample-window", "grid-of-sample-windows", "refiner-depth2-smooth3"],
+    ("overrides", "sample_pixels", "data", "n_tiles"),
+    [({}, 65536, NATIVE, 25), ({}, 1500, NATIVE, 25),
+     ({"model.refiner": True, "student.depth": 2, "model.smooth_iters": 3}, 65536, NATIVE, 25),
+     ({}, 65536, HALF, 9)],
+    ids=["one-sample-window", "grid-of-sample-windows", "refiner-depth2-smooth3", "working-grid-x2"],
 )
-def test_tiled_equals_whole(tmp_path, scene_tif, overrides, sample_pixels):
+def test_tiled_equals_whole(tmp_path, scene_tif, overrides, sample_pixels, data, n_tiles):
     # halo=0 asks for the smallest halo: the model's receptive radius, which must suffice for equality.
     model = _export(tmp_path, **overrides)
     src, _ = scene_tif
     tiled = predict_raster(src, tmp_path / "tiled.tif", model, 5, tile=64, halo=0, sample_pixels=sample_pixels,
-                           progress=False)
+                           data_cfg=data, progress=False)
     whole = predict_raster(src, tmp_path / "whole.tif", model, 5, tile=4096, sample_pixels=sample_pixels,
-                           progress=False)
-    assert tiled.tiles == 25
+                           data_cfg=data, progress=False)
+    assert tiled.tiles == n_tiles  # 64 working px are 128 file px on the x2 grid
     assert whole.tiles == 1
     assert tiled.halo == model.receptive_radius() + (-model.receptive_radius()) % 4
     a, b = _read(tmp_path / "tiled.tif"), _read(tmp_path / "whole.tif")
@@ -67,14 +72,17 @@ def test_tiled_equals_whole(tmp_path, scene_tif, overrides, sample_pixels):
     assert len(np.unique(a[a > 0])) >= 3
 
 
-def test_single_window_equals_segment(tmp_path, scene_tif):
+def test_single_window_equals_segment_inside(tmp_path, scene_tif):
+    # Away from the raster edge (farther than the halo) predict is NumpyModel.segment on the whole
+    # image; within it, predict sees the raster mirrored instead of the network's zero padding.
     model = _export(tmp_path)
     src, _ = scene_tif
-    predict_raster(src, tmp_path / "out.tif", model, 5, tile=96, progress=False)
+    res = predict_raster(src, tmp_path / "out.tif", model, 5, tile=96, data_cfg=NATIVE, progress=False)
     with rasterio.open(src) as ds:
         image, valid = ds.read().transpose(1, 2, 0), ds.read_masks(1) > 0
     expect = np.where(valid, model.segment(image, 5, valid) + 1, 0)
-    assert np.array_equal(_read(tmp_path / "out.tif"), expect)
+    m = res.halo
+    assert np.array_equal(_read(tmp_path / "out.tif")[m:-m, m:-m], expect[m:-m, m:-m])
 
 
 def test_nodata_and_georeferencing_kept(tmp_path, scene_tif):
@@ -132,7 +140,7 @@ def test_shared_rgb_byte(tmp_path):
 def test_cli_predict(tmp_path, scene_tif, capsys):
     _export(tmp_path)
     src, _ = scene_tif
-    rc = cli_main(["predict", str(src), str(tmp_path / "out.tif"), "predict.tile=128", "--export",
+    rc = cli_main(["predict", str(src), str(tmp_path / "out.tif"), "predict.tile=128", "data.gsd=0", "--export",
                    str(tmp_path / "export"), "--k", "3", "--no-progress"])
     assert rc == 0
     assert "9 tiles of 128 px" in capsys.readouterr().out
