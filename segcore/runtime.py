@@ -214,7 +214,7 @@ def coordinate_taps(n: int, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 def upsample_argmax(probs: np.ndarray, out_h: int, out_w: int, rows: int = 64) -> np.ndarray:
     """``probs (K, h, w)`` -> ``int64 (out_h, out_w)`` argmax of the x4 bilinear upsampling (cropped)."""
-    k, h, w = probs.shape
+    h, w = probs.shape[1:]
     return resample_argmax(probs, _bilinear_taps(h, out_h), _bilinear_taps(w, out_w), rows)
 
 
