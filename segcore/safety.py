@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -218,6 +219,35 @@ def lock_path_for(out: str | Path) -> Path:
     """The lock file of output ``out``: a hidden sibling ``.<name>.lock``."""
     out = Path(out)
     return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def replacing_dir(path: str | Path, kind: str, *, inputs: Iterable[str | Path] = (),
+                  what: str = "output directory") -> Iterator[Path]:
+    """Write a directory output of ``kind`` all at once: yields a temporary sibling to fill.
+
+    ``path`` is claimed first (:func:`claim_output_dir`) and locked (:func:`exclusive_lock`) while
+    the block runs. When the block succeeds the temporary directory replaces ``path`` by two renames
+    (an earlier output of segcore's is removed only once the new one is in place); when it fails,
+    SIGTERM included, the temporary directory is removed and ``path`` is left as it was.
+    """
+    out = claim_output_dir(path, kind, inputs=inputs, what=what)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_path_for(out), f"{what} {out}"):
+        claim_output_dir(out, kind, inputs=inputs, what=what)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            yield tmp
+            old = None
+            if out.exists():
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                os.replace(out, old)
+            os.replace(tmp, out)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 # ------------------------------------------------------------------------------------ termination

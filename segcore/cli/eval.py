@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+from segcore.checks import seed_arg
 from segcore.config import Config, load_config
 from segcore.errors import ConfigError
 
@@ -30,11 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--baseline", choices=("kmeans",), help="evaluate the k-means RGB baseline instead")
     data = p.add_argument_group("data (exactly one)")
     data.add_argument("--synthetic", action="store_true", help="generated scenes with labels")
-    data.add_argument("--seed", type=int, default=7, help="evaluation seed for --synthetic (default 7)")
+    data.add_argument("--seed", type=seed_arg, default=7, help="evaluation seed for --synthetic, 0..2**32-1 (default 7)")
     data.add_argument("--data", metavar="PATH", help="manifest CSV or directory with images/ and labels/")
     data.add_argument("--shards", metavar="ROOT", help="built shard dataset directory (<processed_root>/<dataset>)")
     data.add_argument("--split", default="val", help="split of --shards (default val)")
-    p.add_argument("--out", metavar="DIR", required=True, help="directory for the report files")
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="directory for the report files: new, empty, or an earlier report (replaced as a whole)")
     p.add_argument("--config", metavar="FILE", help="YAML/JSON config file (eval.* and model.max_k are used)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. eval.k=6")
 
@@ -64,11 +66,14 @@ def model_arg(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from segcore.evaluate import evaluate, summary_markdown
+    from segcore.safety import replacing_dir
 
     model = model_arg(args)
     cfg = load_config(args.config, overrides=args.overrides)
-    data = build_data(args, cfg)
-    metrics = evaluate(model, data, cfg, args.out)
+    inputs = [args.checkpoint, args.export, args.data, args.shards, args.config]
+    with replacing_dir(args.out, "eval", inputs=inputs, what="--out") as tmp:  # the report appears whole
+        data = build_data(args, cfg)
+        metrics = evaluate(model, data, cfg, tmp)
     method = {"kmeans": "kmeans-rgb"}.get(model, model)
     print(summary_markdown(metrics, data.name, method))
     print(f"wrote metrics.json, per_image.csv, summary.md and overlays/ to {args.out}")

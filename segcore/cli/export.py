@@ -10,7 +10,8 @@ HELP = "export a checkpoint's inference path for the numpy runtime (model.npz, m
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="CKPT", required=True, help="training checkpoint (.pt)")
-    parser.add_argument("--out", metavar="DIR", required=True, help="export directory (replaced atomically)")
+    parser.add_argument("--out", metavar="DIR", required=True,
+                        help="export directory: new, empty, or an earlier export (replaced atomically)")
     parser.add_argument("--run-id", metavar="ID", help="source run id recorded in meta.json (e.g. the MLflow run)")
     parser.add_argument("--metrics", metavar="JSON", help="evaluation metrics.json to copy into the export")
 
@@ -20,7 +21,9 @@ def run(args: argparse.Namespace) -> int:
 
     from segcore.errors import ArtifactError
     from segcore.export import export_checkpoint
+    from segcore.safety import claim_output_dir
 
+    claim_output_dir(args.out, "export", inputs=[args.checkpoint, args.metrics], what="--out")
     metrics = None
     if args.metrics:
         try:
