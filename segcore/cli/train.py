@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from segcore.checks import seed_arg
 from segcore.config import Config, load_config
 
 HELP = "train the student (unsupervised; labels are never used)"
@@ -19,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic", action="store_true", help="train on generated scenes (data.source=synthetic)")
     p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (train.steps)")
     p.add_argument(
-        "--seed", type=int, metavar="N", help="seed of init, data order and augmentation (train.seed, aug.seed)"
+        "--seed", type=seed_arg, metavar="N",
+        help="seed of init, data order and augmentation, 0..2**32-1 (train.seed, aug.seed)"
     )
     p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), help="device (train.device; default auto)")
     p.add_argument(
@@ -36,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", type=int, metavar="N", help="processes for DDP training via torchrun (train.nproc)")
     p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by a previous run")
     p.add_argument(
-        "--run-dir", metavar="DIR", help="run directory (default: <train.out_dir>/<timestamp>-<config hash>)"
+        "--run-dir", metavar="DIR",
+        help="run directory: new, empty or an earlier run's (default: <train.out_dir>/<timestamp>-<config hash>)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, applied last")
@@ -74,8 +77,21 @@ def default_run_dir(cfg: Config) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segcore.safety import claim_output_dir, remove_unused_run_dir
+
     cfg = config_from_args(args)
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
+    run_dir = claim_output_dir(Path(args.run_dir) if args.run_dir else default_run_dir(cfg), "run",
+                               what="--run-dir")
+    created = not run_dir.exists()
+    try:
+        return _train(args, cfg, run_dir)
+    except BaseException:
+        if created:  # a failed start (e.g. a bad --resume) leaves no empty run directory behind
+            remove_unused_run_dir(run_dir)
+        raise
+
+
+def _train(args: argparse.Namespace, cfg: Config, run_dir: Path) -> int:
     if cfg.train.nproc > 1:
         from segcore.distributed import launch_torchrun
 
