@@ -324,8 +324,22 @@ _CHOICES = {
 }
 
 
+# Smallest (and largest) valid values of integer keys; seeds are what numpy and torch both accept.
+_RANGES: dict[str, tuple[int, int | None]] = {
+    "train.seed": (0, 2**32 - 1), "aug.seed": (0, 2**32 - 1), "data.tile_size": (16, None),
+    "data.tiles_per_shard": (1, None), "data.num_workers": (0, None), "data.loader_workers": (0, None),
+    "data.synthetic_count": (1, None), "data.synthetic_size": (16, None), "predict.tile": (16, None),
+    "predict.halo": (0, None), "predict.sample_pixels": (1, None),
+}  # fmt: skip
+
+
 def _validate(cfg: Config) -> Config:
     """Cross-field checks that a type alone cannot express."""
+    for dotted, (low, high) in _RANGES.items():
+        sec, key = dotted.split(".")
+        value = getattr(getattr(cfg, sec), key)
+        if value < low or (high is not None and value > high):
+            raise ConfigError(f"{dotted}={value} is out of range: expected {low}..{high if high is not None else ''}")
     for dotted, choices in _CHOICES.items():
         sec, key = dotted.split(".")
         value = getattr(getattr(cfg, sec), key)
