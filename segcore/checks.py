@@ -67,7 +67,7 @@ def utf8_problem(path: str | os.PathLike) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")  # the raw bytes, e.g. sc\xe8ne.tif
         return (f"{shown}: the file name is not valid UTF-8 and cannot be recorded in manifests, CSV or MLflow; "
                 "rename the file (e.g. convmv -f latin1 -t utf8)")
     return None
