@@ -97,10 +97,10 @@ def check_label_grid(image_path: str | Path, label_path: str | Path, tol_px: flo
         to_image = ~image_t
     except Exception as exc:  # a degenerate (non-invertible) image transform
         raise RasterError(f"{image_path}: transform {tuple(image_t)[:6]} is not invertible") from exc
+    a, b, c, d, e, f = tuple(to_image @ label_t)[:6]  # label pixel -> image pixel
     worst = 0.0
     for col, row in ((0, 0), (width, 0), (0, height), (width, height)):
-        x, y = to_image * (label_t * (col, row))
-        worst = max(worst, abs(x - col), abs(y - row))
+        worst = max(worst, abs(a * col + b * row + c - col), abs(d * col + e * row + f - row))
     if not worst <= tol_px:
         raise RasterError(
             f"{label_path}: label transform {_fmt(label_t)} does not match image {image_path} transform "
