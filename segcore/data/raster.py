@@ -414,7 +414,7 @@ def read_label(ds: rasterio.DatasetReader, window: Window, info: RasterInfo) -> 
 
 
 def check_label(label_path: str, info: RasterInfo) -> None:
-    """RasterError unless the label raster is 1+ integer band(s) on the image's grid and CRS."""
+    """RasterError unless the label raster is 1+ integer band(s) on the image's grid, CRS and transform."""
     with open_raster(label_path) as ds:
         native = (info.native_width or info.width, info.native_height or info.height)
         if (ds.width, ds.height) != native:
@@ -430,6 +430,9 @@ def check_label(label_path: str, info: RasterInfo) -> None:
             )
         if np.dtype(ds.dtypes[0]).kind not in "iu":
             raise RasterError(f"{label_path}: label dtype {ds.dtypes[0]} is not integer class ids")
+    from segcore.checks import check_label_grid
+
+    check_label_grid(info.path, label_path)  # same size and CRS is not enough: the transforms must agree too
 
 
 def window_transform(window: Window, transform: tuple[float, ...]) -> Affine:
