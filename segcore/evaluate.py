@@ -271,9 +271,11 @@ def _read_strided(image_path: str, label_path: str | None, max_side: int, data_c
     """Every ``s``-th pixel of a raster and its labels, read in row strips (never the whole raster)."""
     from rasterio.windows import Window
 
-    from segcore.data.raster import inspect_raster, open_raster, read_label, read_rgb
+    from segcore.data.raster import check_label, inspect_raster, open_raster, read_label, read_rgb
 
     info = inspect_raster(image_path, data_cfg)
+    if label_path:
+        check_label(label_path, info)  # size, CRS and transform must match the image
     s = downsample_stride(info.height, info.width, max_side)
     strip = s * max(1, 256 // s)
     rgbs, valids, targets = [], [], []
