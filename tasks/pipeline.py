@@ -38,12 +38,21 @@ def finish_pipeline_run(run_id: str, status: str, error: str = "") -> None:
 
 @task(name="prepare_default_data", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_on_io)
 def prepare_default_data(out_dir: str, count: int, size: int, seed: int) -> str:
-    """Write the embedded default dataset (synthetic georeferenced scenes with labels) once."""
-    from segcore.data.synthetic import write_synthetic_dataset
+    """Write the embedded default dataset (synthetic georeferenced scenes with labels) once per
+    ``(count, size, seed)``, into ``<out_dir>/n<count>-s<size>-seed<seed>/``; its manifest path.
 
-    manifest = Path(out_dir) / "manifest.csv"
+    Every value that shapes the scenes is in the directory name, so other values never reuse these
+    scenes (the shard cache then keys on their content), and the manifest path in the logged config
+    says which scenes a run used. The directory appears whole or not at all.
+    """
+    from segcore.data.synthetic import write_synthetic_dataset
+    from segcore.safety import replacing_dir
+
+    target = Path(out_dir) / f"n{count}-s{size}-seed{seed}"
+    manifest = target / "manifest.csv"
     if not manifest.is_file():
-        write_synthetic_dataset(out_dir, count=count, size=size, seed=seed)
+        with replacing_dir(target, "synth", what="default data directory") as tmp:
+            write_synthetic_dataset(tmp, count=count, size=size, seed=seed)
     return str(manifest)
 
 
