@@ -183,6 +183,9 @@ class PredictConfig:
     tile: int = _f(1024, "tile side for tiled prediction")
     halo: int = _f(32, "halo in pixels read around each tile to avoid seams")
     sample_pixels: int = _f(65536, "embedding pixels sampled over the raster to fit prototypes")
+    region_m: float = _f(0.0, "region vote: side in metres of the superpixels whose cells share their mean "
+                              "cluster probabilities (0: off); see segcore.regions")
+    region_compactness: float = _f(0.1, "region vote: colour distance (0..1 RGB) worth one region side")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from rasterio.windows import Window
 from segcore.config import Config, DataConfig
 from segcore.data.raster import inspect_raster, open_raster, read_rgb, read_valid
 from segcore.errors import ConfigError, RasterError
+from segcore.regions import cell_colours, region_vote, superpixels
 from segcore.runtime import STRIDE, NormStats, NumpyModel, coordinate_taps, resample_argmax
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,8 @@ def predict_raster(
     sample_pixels: int = 65536,
     data_cfg: DataConfig | None = None,
     progress: bool = True,
+    region_m: float = 0.0,
+    region_compactness: float = 0.1,
 ) -> PredictResult:
     """Segment raster ``src`` into a ``uint8`` label GeoTIFF ``dst`` (0 nodata, clusters 1..k).
 
@@ -185,6 +188,9 @@ def predict_raster(
         halo: working pixels read around each tile; raised to the model's receptive radius when smaller.
         sample_pixels: stride-4 embedding cells sampled over the raster to fit the prototypes.
         data_cfg: band/nodata/working-resolution policy (``segcore.config.DataConfig``).
+        region_m: side in metres of the regions of the region vote (:mod:`segcore.regions`); 0: off.
+            On a raster of unknown resolution the working grid is taken to be ``data.gsd``.
+        region_compactness: colour distance worth one region side.
     """
     from tqdm import tqdm
 
@@ -196,6 +202,11 @@ def predict_raster(
     halo = _round4(max(halo, model.receptive_radius()))
     fit = fit_raster(model, src, k, sample_pixels, cfg)
     info = inspect_raster(src, cfg)
+    vote = None
+    if region_m > 0:
+        side = region_m / ((info.gsd or cfg.gsd or 1.0) * STRIDE)  # region side in cells
+        vote = (side, region_compactness)
+        halo = max(halo, _round4(math.ceil(2 * side * STRIDE)))
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp.tif")
@@ -208,7 +219,7 @@ def predict_raster(
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(tmp, "w", **_profile(ds)) as out:
                 for core in tqdm(cores, desc="predict", unit="tile", disable=not progress):
-                    out.write(_predict_tile(model, ds, info, cfg, fit, core, halo), 1, window=Window(*core))
+                    out.write(_predict_tile(model, ds, info, cfg, fit, core, halo, vote), 1, window=Window(*core))
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -244,7 +255,8 @@ def read_reflected(ds, info, cfg: DataConfig, window: Window) -> tuple[np.ndarra
 
 
 def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
-                  core: tuple[int, int, int, int], halo: int) -> np.ndarray:
+                  core: tuple[int, int, int, int], halo: int, vote: tuple[float, float] | None = None
+                  ) -> np.ndarray:
     """``uint8 (h, w)`` labels of one core tile in the file's own pixels.
 
     The working-grid window read covers the tile's pixels plus ``halo`` on every side; its origin
@@ -258,6 +270,10 @@ def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
     x1, y1 = math.ceil((col + w) / fx) + halo, math.ceil((row + h) / fy) + halo
     rgb, valid = read_reflected(ds, info, cfg, Window(x0, y0, x1 - x0, y1 - y0))
     probs = model.probabilities(model.embed(rgb, fit.stats), fit.prototypes)  # (K, h4, w4)
+    if vote is not None:
+        cells = probs.shape[1:]
+        regions = superpixels(cell_colours(rgb, cells), vote[0], (y0 // STRIDE, x0 // STRIDE), vote[1])
+        probs = region_vote(probs, regions, valid[::STRIDE, ::STRIDE][: cells[0], : cells[1]])
     # Native pixel centres in working pixels, then in cells of this window (cell j centred at 4j + 2).
     cols = ((np.arange(col, col + w) + 0.5) / fx - x0) / STRIDE - 0.5
     rows = ((np.arange(row, row + h) + 0.5) / fy - y0) / STRIDE - 0.5

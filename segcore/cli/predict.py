@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, flags, args.overrides, base=export_config(model.meta))
     p = cfg.predict
     res = predict_raster(args.input, args.output, model, args.k, tile=p.tile, halo=p.halo,
-                         sample_pixels=p.sample_pixels, data_cfg=cfg.data, progress=not args.no_progress)
+                         sample_pixels=p.sample_pixels, data_cfg=cfg.data, progress=not args.no_progress,
+                         region_m=p.region_m, region_compactness=p.region_compactness)
     print(f"wrote {res.path}: {res.width}x{res.height} px, k={res.k}, {res.tiles} tiles of {res.tile} px, "
           f"halo {res.halo} px, working grid {res.working}")
     return 0

@@ -1,0 +1,156 @@
+"""Quality on real imagery, measured the way a user gets it.
+
+The user's path, with the product's defaults: build shards from the images alone (labels are never
+given to the builder or the trainer), train, export, then ``segcore predict`` on every image at its
+native resolution. Only the scorer reads the labels, with the protocol of ``shared/data/README.md``:
+every s-th pixel (s = ceil(longer side / 512)), K segments per image, segments matched one-to-one to
+classes by the Hungarian method, labels <= 0 ignored, confusions summed over all images; mIoU over
+the classes present, and pixel accuracy. RGB k-means and SLIC + k-means on mean colours are scored
+in the same run on the same pixels.
+
+    python bench/quality_real.py ../shared/data/deepglobe-sample --source-gsd 0.5 --seed 0
+    python bench/quality_real.py ../shared/data/dronedeploy-sample --source-gsd 0.1 --seed 0
+    python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint bench/out/x/run/checkpoints/last.pt
+
+``DIR`` holds ``manifest.csv`` (``image,label`` columns, paths relative to it) and ``classes.csv``.
+``--source-gsd`` is the one per-dataset input: these rasters carry no CRS, so their metres per pixel
+must be given (as a user would with ``data.source_gsd``). Extra ``section.key=value`` arguments
+change the defaults (for ablations; the table says which were used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+
+from segcore.config import load_config
+from segcore.data.shards import build_shards
+from segcore.export import export_checkpoint
+from segcore.metrics import kmeans_rgb_labels, matched_confusion, scores
+from segcore.predict import export_config, predict_raster
+from segcore.runtime import load_export
+
+MAX_SIDE = 512
+
+
+def read_pairs(root: Path) -> list[tuple[Path, Path]]:
+    table = pd.read_csv(root / "manifest.csv")
+    return [(root / row["image"], root / row["label"]) for row in table.to_dict("records")]
+
+
+def num_classes(root: Path) -> int:
+    classes = pd.read_csv(root / "classes.csv")
+    return int(classes.iloc[:, 0].max())
+
+
+def strided(path: Path, s: int, band: int | list[int]) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(band)[..., ::s, ::s]
+
+
+def slic_kmeans(image: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from kmeans_baseline import slic_kmeans_labels  # bench/ is on sys.path when run as a script
+
+    return slic_kmeans_labels(image, k, seed, 24, 10.0)
+
+
+def train(root: Path, out: Path, seed: int, source_gsd: float, overrides: list[str]) -> tuple[Path, float, float]:
+    """Shards from ``root/images`` (no labels), then training; returns ``(checkpoint, build s, train s)``."""
+    from segcore.train import fit
+
+    images = sorted({str(p.parent) for p, _ in read_pairs(root)})
+    cfg = load_config(flags={"data.raster_paths": tuple(images), "data.source": "shards",
+                             "data.processed_root": str(out / "processed"), "data.dataset": "bench",
+                             "data.source_gsd": source_gsd, "train.seed": seed, "aug.seed": seed},
+                      overrides=overrides)
+    if (out / "processed").exists():
+        shutil.rmtree(out / "processed")  # bench/out is this script's own scratch space
+    t0 = time.perf_counter()
+    build_shards(cfg, progress=False)
+    built = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = fit(cfg, out / "run", progress=True)
+    return Path(result.checkpoint), built, time.perf_counter() - t0
+
+
+def score(root: Path, pred_dir: Path, k: int, seed: int, model=None, data_cfg=None) -> dict[str, dict]:
+    # data_cfg: the resolved Config (its data and predict sections are used)
+    """Predict (when ``model``) and score every image; RGB and SLIC k-means on the same pixels."""
+    c = num_classes(root)
+    conf = {name: np.zeros((c + 1, c + 1), np.int64) for name in ("segcore", "rgb", "slic")}
+    predict_s, megapixels = 0.0, 0.0
+    for image, label in read_pairs(root):
+        out = pred_dir / f"{image.stem}.tif"
+        if model is not None:
+            t0 = time.perf_counter()
+            res = predict_raster(image, out, model, k, data_cfg=data_cfg.data, progress=False,
+                                 region_m=data_cfg.predict.region_m,
+                                 region_compactness=data_cfg.predict.region_compactness)
+            predict_s += time.perf_counter() - t0
+            megapixels += res.width * res.height / 1e6
+        with rasterio.open(label) as ds:
+            s = max(1, math.ceil(max(ds.width, ds.height) / MAX_SIDE))
+        target = strided(label, s, 1).astype(np.int64)
+        rgb = np.ascontiguousarray(strided(image, s, [1, 2, 3]).transpose(1, 2, 0))
+        conf["segcore"] += matched_confusion(strided(out, s, 1).astype(np.int64), target, c)
+        conf["rgb"] += matched_confusion(kmeans_rgb_labels(rgb, k, seed=seed), target, c)
+        conf["slic"] += matched_confusion(slic_kmeans(rgb, k, seed), target, c)
+    result = {name: scores(m) for name, m in conf.items()}
+    result["predict"] = {"seconds": predict_s, "megapixels": megapixels}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="folder with manifest.csv and classes.csv")
+    parser.add_argument("--source-gsd", type=float, required=True, help="metres per pixel of the images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--k", type=int, default=6, help="segments per image (the protocol's K)")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/out/quality_real/<name>-s<seed>")
+    parser.add_argument("--checkpoint", type=Path, help="skip building and training; score this checkpoint")
+    parser.add_argument("overrides", nargs="*", help="section.key=value changes to the defaults")
+    args = parser.parse_intermixed_args()
+    if not (args.data / "manifest.csv").is_file():
+        raise SystemExit(f"skipped: {args.data / 'manifest.csv'} not found (point DIR at a shared/data set)")
+    out = args.out or Path("bench/out/quality_real") / f"{args.data.name}-s{args.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    built = trained = float("nan")
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        checkpoint, built, trained = train(args.data, out, args.seed, args.source_gsd, args.overrides)
+    export = export_checkpoint(checkpoint, out / "export")
+    model = load_export(export)
+    cfg = load_config(flags={"data.source_gsd": args.source_gsd}, overrides=args.overrides,
+                      base=export_config(model.meta))
+    pred_dir = out / "pred"
+    pred_dir.mkdir(exist_ok=True)
+    res = score(args.data, pred_dir, args.k, args.seed, model, cfg)
+    mp_s = res["predict"]["megapixels"] / max(res["predict"]["seconds"], 1e-9)
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    print(f"\n{args.data.name}: {len(read_pairs(args.data))} images, seed {args.seed}, K = {args.k}, "
+          f"data.gsd={cfg.data.gsd} (source {args.source_gsd} m), predict.region_m={cfg.predict.region_m}, "
+          f"overrides {args.overrides or 'none'}")
+    print(f"shards {built:.0f} s, training {trained / 60:.1f} min, predict {mp_s:.2f} MP/s of input "
+          f"(OMP threads: {threads})")
+    print("| method | mIoU | pixel accuracy |")
+    print("|---|---|---|")
+    for name, title in (("rgb", "k-means on RGB pixels"), ("slic", "SLIC + k-means on mean colours"),
+                        ("segcore", "segcore: shards, train, export, predict at native resolution")):
+        print(f"| {title} | {res[name]['miou']:.3f} | {res[name]['pixel_acc']:.3f} |")
+    (out / "quality_real.json").write_text(json.dumps(
+        {"data": str(args.data), "seed": args.seed, "k": args.k, "overrides": args.overrides,
+         "gsd": cfg.data.gsd, "source_gsd": args.source_gsd, "shards_seconds": built, "train_seconds": trained,
+         "predict_mp_per_s": mp_s, "scores": res}, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
