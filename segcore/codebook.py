@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from segcore.errors import ArtifactError
+from segcore.errors import ArtifactError, ConfigError
 from segcore.runtime import STRIDE, NormStats, NumpyModel
 
 log = logging.getLogger(__name__)
@@ -124,14 +124,14 @@ def read_class_names(path: str | Path) -> list[str]:
 
 
 def resolve_class_names(names: list[str] | tuple[str, ...] | None, k: int) -> list[str]:
-    """``names`` checked against ``k`` (default names when empty); ValueError on a wrong count."""
+    """``names`` checked against ``k`` (default names when empty); ConfigError on a wrong count."""
     if not names:
         return default_class_names(k)
     names = [str(n) for n in names]
     if len(names) != k:
-        raise ValueError(f"{len(names)} class names given for k={k} classes; give exactly one name per class")
+        raise ConfigError(f"{len(names)} class names given for k={k} classes; give exactly one name per class")
     if len(set(names)) != len(names):
-        raise ValueError(f"class names must be distinct, got {names}")
+        raise ConfigError(f"class names must be distinct, got {names}")
     return names
 
 

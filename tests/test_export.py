@@ -28,8 +28,10 @@ def checkpoint(tmp_path_factory):
 
 def test_export_contents(checkpoint, tmp_path):
     out = export_checkpoint(checkpoint, tmp_path / "export", run_id="run-123", eval_metrics={"val/miou": 0.5})
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "metrics.json", "model.npz"]
+    # The dataset codebook is fitted by default (segcore.codebook; export_checkpoint(codebook=None) skips it).
+    assert sorted(p.name for p in out.iterdir()) == ["codebook.npz", "meta.json", "metrics.json", "model.npz"]
     meta = json.loads((out / "meta.json").read_text())
+    assert meta["codebook"]["k"] == 8
     cfg = Config()
     assert meta["format_version"] == FORMAT_VERSION
     assert (meta["max_k"], meta["embed_dim"], meta["stride"]) == (cfg.model.max_k, cfg.model.embed_dim, 4)

@@ -14,6 +14,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="export directory: new, empty, or an earlier export (replaced atomically)")
     parser.add_argument("--run-id", metavar="ID", help="source run id recorded in meta.json (e.g. the MLflow run)")
     parser.add_argument("--metrics", metavar="JSON", help="evaluation metrics.json to copy into the export")
+    parser.add_argument("--codebook-k", type=int, default=None, metavar="K",
+                        help="classes of the dataset codebook fitted at export (default 8, see docs/export-format.md)")
+    parser.add_argument("--codebook-data", metavar="SRC", default="auto",
+                        help="what the codebook is fitted on: auto (the training shards, else the config's rasters, "
+                             "else synthetic scenes), shards, synthetic, or rasters (file, directory, glob, CSV)")
+    parser.add_argument("--codebook-seed", type=int, default=0, metavar="N", help="seed of the codebook fit")
+    parser.add_argument("--no-codebook", action="store_true", help="no codebook: predictions fit per raster only")
+    parser.add_argument("--class-names", metavar="FILE",
+                        help="names of the codebook classes: one per line, a JSON list, or a CSV with a name column")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx for QGIS plugins (needs pip install 'segcore[onnx]')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +41,22 @@ def run(args: argparse.Namespace) -> int:
             metrics = json.loads(Path(args.metrics).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"--metrics {args.metrics}: not a readable JSON file ({exc})") from exc
-    out = export_checkpoint(args.checkpoint, args.out, run_id=args.run_id, eval_metrics=metrics)
-    print(f"exported {args.checkpoint} to {out}")
+    codebook = None if args.no_codebook else codebook_request(args)
+    if args.onnx:
+        from segcore.onnx_export import require_onnx
+
+        require_onnx()
+    out = export_checkpoint(args.checkpoint, args.out, run_id=args.run_id, eval_metrics=metrics,
+                            codebook=codebook, onnx=args.onnx)
+    print(f"exported {args.checkpoint} to {out}" + ("" if codebook is None else f" (codebook k={codebook.k})")
+          + (", model.onnx" if args.onnx else ""))
     return 0
+
+
+def codebook_request(args: argparse.Namespace):
+    """The :class:`~segcore.codebook.CodebookRequest` of the ``--codebook-*`` and ``--class-names`` flags."""
+    from segcore.codebook import DEFAULT_K, CodebookRequest, read_class_names
+
+    names = tuple(read_class_names(args.class_names)) if args.class_names else ()
+    k = args.codebook_k or (len(names) if names else DEFAULT_K)
+    return CodebookRequest(k=k, seed=args.codebook_seed, source=args.codebook_data, class_names=names)
