@@ -2,8 +2,8 @@
 
 (a) ``full``: :class:`~segcore.data.batches.PatchBatcher` crops a batch from the synthetic tile
     source, :func:`~segcore.augment.augment_batch` makes the two views, then
-    :func:`~segcore.train.train_step` (forward of both views, losses, backward, optimizer step).
-(b) ``bare``: the same :class:`~segcore.train.TwoViewNet` forward + backward + optimizer step on
+    :func:`~segcore.training.train_step` (forward of both views, losses, backward, optimizer step).
+(b) ``bare``: the same :class:`~segcore.training.TwoViewNet` forward + backward + optimizer step on
     view tensors made once before timing.
 
 Both run in this process with the same model, patch size and thread count; the table prints
@@ -27,7 +27,7 @@ from segcore.data.batches import PatchBatcher
 from segcore.data.sources import build_tile_source
 from segcore.device import plan_placement
 from segcore.models.student import flops_per_image
-from segcore.train import _autocast, _to, build_trainee, step_generator, train_step
+from segcore.training import _autocast, _to, build_trainee, step_generator, train_step
 
 
 def _sync(device: torch.device) -> None:

@@ -10,11 +10,7 @@ Called inside a flow or task it is a subflow run; called alone, a flow run of it
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any, Literal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from prefect import flow, get_run_logger
 

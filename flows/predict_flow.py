@@ -1,49 +1,26 @@
-"""Tiled prediction over many rasters as one subflow: one Prefect task run per raster.
+"""Tiled prediction over many rasters: one Prefect task run per raster.
 
-``predict_many(export_dir, rasters, out_dir, "dask")`` runs :func:`segcore.predict.predict_raster`
-for every raster on the chosen task runner (the same choice as shard building:
-``tasks.build_shards_dask.task_runner_for``). Each task loads the export itself (numpy only, a few
-MB), so nothing but paths travels to the workers. Outputs are ``<out_dir>/<stem>.labels.tif``.
+``batch_predict`` (the ``batch-predict`` deployment) segments a folder, glob or list of rasters
+with the export behind a registered model's alias (``champion`` by default), on a thread pool.
+``predict_many(export_dir, rasters, out_dir, "dask")`` does the same with an export directory on
+the chosen task runner (the same choice as shard building: ``tasks.build_shards_dask.task_runner_for``).
+Each task loads the export itself (numpy only, a few MB), so nothing but paths travels to the
+workers. Outputs are ``<out_dir>/<stem>.labels.tif``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any, Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-
+from segcore.batch import output_paths
 from tasks.build_shards_dask import task_runner_for
-from tasks.retry import retry_on_io
+from tasks.predict import fetch_export, plan_predictions, predict_one
 
-
-def output_paths(rasters: list[str], out_dir: str) -> list[str]:
-    """``<out_dir>/<stem>.labels.tif`` per raster; ValueError when two rasters share a stem."""
-    outs = [str(Path(out_dir) / f"{Path(r).stem}.labels.tif") for r in rasters]
-    if len(set(outs)) != len(outs):
-        dup = sorted({o for o in outs if outs.count(o) > 1})
-        raise ValueError(f"rasters with the same file stem would overwrite each other in {out_dir}: {dup}; "
-                         "rename them or predict them into separate directories")
-    return outs
-
-
-@task(name="predict_raster", task_run_name="predict-{src}", retries=2, retry_delay_seconds=1,
-      retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
-def predict_one(export_dir: str, src: str, dst: str, config: dict[str, Any], k: int | None) -> dict[str, Any]:
-    """Segment ``src`` into ``dst`` with the export in ``export_dir``; a small summary dict."""
-    from segcore.config import Config
-    from segcore.predict import predict_raster
-    from segcore.runtime import load_export
-
-    cfg = Config.from_dict(config)
-    p = cfg.predict
-    res = predict_raster(src, dst, load_export(export_dir), k, tile=p.tile, halo=p.halo,
-                         sample_pixels=p.sample_pixels, data_cfg=cfg.data, progress=False)
-    return {"path": str(res.path), "width": res.width, "height": res.height, "k": res.k, "tiles": res.tiles}
+__all__ = ["batch_predict", "output_paths", "predict_many", "predict_many_flow"]
+BATCH_THREADS = 4  # numpy releases the GIL in its heavy kernels; more threads than cores rarely helps
 
 
 @flow(name="segcore-predict-many", log_prints=True)
@@ -54,11 +31,8 @@ def predict_many_flow(export_dir: str, rasters: list[str], out_dir: str, config:
 
     The runner parameters only label the run here: :func:`predict_many` applies them.
     """
-    from segcore.config import Config
-
-    config = config or Config().to_dict()
-    outs = output_paths(rasters, out_dir)
-    futures = [predict_one.submit(export_dir, src, dst, config, k) for src, dst in zip(rasters, outs, strict=True)]
+    pairs = plan_predictions(rasters, out_dir)
+    futures = [predict_one.submit(export_dir, src, dst, config, k) for src, dst in pairs]
     results = [f.result() for f in futures]
     get_run_logger().info("predicted %d raster(s) into %s", len(results), out_dir)
     return results
@@ -76,3 +50,21 @@ def predict_many(export_dir: str, rasters: list[str], out_dir: str, task_runner:
     return predict_many_flow.with_options(task_runner=runner)(
         export_dir=export_dir, rasters=[str(r) for r in rasters], out_dir=str(out_dir), config=config, k=k,
         task_runner=task_runner, dask_address=dask_address, dask_workers=dask_workers)
+
+
+@flow(name="segcore-batch-predict", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=BATCH_THREADS))
+def batch_predict(rasters: str | list[str], out_dir: str, model_name: str = "segcore-student",
+                  alias: str = "champion", k: int | None = None, work_dir: str = "segcore-work",
+                  overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """Segment every raster of ``rasters`` (a directory, glob, file or list) with ``model_name@alias``.
+
+    ``overrides`` (``predict.tile=2048``, ``data.bands=[3,2,1]``...) adjust the tiling and the band
+    and nodata policy; ``k`` defaults to the export's ``max_k``. Returns one summary per raster.
+    """
+    export = fetch_export(model_name, alias, f"{work_dir}/registry-exports")
+    pairs = plan_predictions(rasters, out_dir)
+    futures = [predict_one.submit(export["export_dir"], src, dst, None, k, overrides) for src, dst in pairs]
+    results = [f.result() for f in futures]
+    get_run_logger().info("predicted %d raster(s) with %s v%s into %s", len(results), model_name,
+                          export["version"], out_dir)
+    return results

@@ -6,7 +6,7 @@
 
 Each process joins the process group (NCCL on GPUs, one GPU per local rank; gloo on CPUs), builds
 its share of the data (the shard loader partitions tiles over ranks x DataLoader workers) and runs
-:func:`segcore.train.fit` with its rank. Gradients are averaged by DDP; only rank 0 writes
+:func:`segcore.training.fit` with its rank. Gradients are averaged by DDP; only rank 0 writes
 checkpoints, metrics and logs. Several machines: run the same module with
 ``torchrun --nnodes M --node_rank R --rdzv_backend c10d --rdzv_endpoint HOST:PORT --nproc_per_node N``
 on each (see ``docs/scaling.md``).
@@ -171,7 +171,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank_label} %(levelname)s %(message)s")
     import torch.distributed as dist
 
-    from segcore.train import fit
+    from segcore.training import fit
 
     cfg = Config.from_dict(json.loads(Path(args.config).read_text()))
     rank, world, local_rank, backend = _init_process_group()

@@ -295,6 +295,17 @@ def _read_strided(image_path: str, label_path: str | None, max_side: int, data_c
     return EvalImage(Path(image_path).stem, np.concatenate(rgbs), np.where(valid, target, 0), valid, s)
 
 
+def classes_csv_count(base: str | Path) -> int:
+    """The largest id in the first column (``id`` or ``index``) of ``base/classes.csv``; 0 when absent."""
+    import pandas as pd
+
+    path = Path(base) / "classes.csv"
+    if not path.is_file():
+        return 0
+    ids = pd.to_numeric(pd.read_csv(path).iloc[:, 0], errors="coerce")
+    return int(ids.max()) if ids.notna().any() else 0
+
+
 def raster_data(path: str | Path, max_side: int = 512, num_classes: int = 0, data_cfg=None) -> EvalData:
     """GeoTIFFs with labels: a manifest CSV (``image,label`` columns) or a directory with
     ``images/`` and ``labels/`` holding files of the same names.
@@ -302,8 +313,6 @@ def raster_data(path: str | Path, max_side: int = 512, num_classes: int = 0, dat
     ``num_classes`` 0: the largest id in the first column of ``classes.csv`` beside the
     manifest/directory (``id,name`` or ``index,name``; 0 = ignore), else the largest label found.
     """
-    import pandas as pd
-
     from segcore.config import DataConfig
     from segcore.data.raster import RasterSource, read_manifest_csv
 
@@ -317,9 +326,7 @@ def raster_data(path: str | Path, max_side: int = 512, num_classes: int = 0, dat
         sources, base = read_manifest_csv(path), path.parent
     if not sources:
         raise ConfigError(f"{path}: no images to evaluate (expected a manifest CSV or images/ + labels/)")
-    if not num_classes and (base / "classes.csv").is_file():
-        ids = pd.to_numeric(pd.read_csv(base / "classes.csv").iloc[:, 0], errors="coerce")  # id or index column
-        num_classes = int(ids.max()) if ids.notna().any() else 0
+    num_classes = num_classes or classes_csv_count(base)
 
     def images() -> Iterator[EvalImage]:
         for src in sources:

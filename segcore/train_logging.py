@@ -1,4 +1,4 @@
-"""Loggers injected into :func:`segcore.train.fit`; the library never talks to MLflow itself.
+"""Loggers injected into :func:`segcore.training.fit`; the library never talks to MLflow itself.
 
 A logger has ``log_params(dict)``, ``log_metrics(dict, step)`` and ``log_artifact(path)``.
 ``tasks/`` passes an MLflow-backed one; the default does nothing.

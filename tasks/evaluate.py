@@ -1,4 +1,4 @@
-"""Stage 3: score the trained checkpoint on the held-out shards (and the RGB k-means baseline)."""
+"""Stage 3: score the new checkpoint and the current champion on the same evaluation set."""
 
 from __future__ import annotations
 
@@ -11,60 +11,62 @@ from prefect import task
 
 from segcore.config import Config
 from tasks import tracking
-from tasks.train import shards_of
-
-
-def eval_split(root: Path) -> str:
-    """``val`` when the build made one with labelled tiles, else ``train`` (proxy metrics only)."""
-    manifest = json.loads((root / "manifest.json").read_text())
-    splits = manifest.get("splits", {})
-    return "val" if (root / "val").is_dir() and splits.get("val", 1) else "train"
-
-
-def num_classes(cfg: Config) -> int:
-    """``eval.num_classes``, else the ids of ``classes.csv`` beside the data manifest, else 0."""
-    import pandas as pd
-
-    if cfg.eval.num_classes:
-        return cfg.eval.num_classes
-    classes = Path(cfg.data.manifest).parent / "classes.csv" if cfg.data.manifest else None
-    if classes is not None and classes.is_file():
-        return int(pd.read_csv(classes)["id"].max())
-    return 0
 
 
 @task(name="evaluate")
-def evaluate(config: dict[str, Any], parent_run_id: str, train_run_id: str, build_run_id: str) -> dict[str, Any]:
-    """Evaluate the train run's checkpoint on the build run's shards; log metrics, table and overlays."""
-    from segcore.evaluate import evaluate as run_eval
-    from segcore.evaluate import shard_data
+def evaluate(config: dict[str, Any], parent_run_id: str, checkpoint_uri: str, manifest_uri: str,
+             champion_export_uri: str = "") -> dict[str, Any]:
+    """Evaluate ``checkpoint_uri`` and (when given) the champion export on the same tiles of the
+    shards of ``manifest_uri``; log both, the report files and overlays.
+
+    Returns the metrics (the champion's under ``champion/``), the evaluation set, whether it is
+    labelled, ``metrics_uri`` (the challenger's ``metrics.json``) and ``champion_error`` when the
+    champion's export could not be scored.
+    """
+    from segcore.eval_plan import eval_data, plan_evaluation
+    from segcore.lineage import shard_root
+    from segcore.promotion import score_pair
 
     cfg = Config.from_dict(config)
-    root = shards_of(build_run_id)
-    split = eval_split(root)
-    classes = num_classes(cfg) or cfg.model.max_k
-    with tracking.stage_run(
-        parent_run_id, "evaluate", {"segcore.input_run_id": train_run_id, "segcore.eval_split": split}
-    ) as run_id, tempfile.TemporaryDirectory(prefix="segcore-eval-") as tmp:
-        checkpoint = tracking.download(train_run_id, "checkpoints/last.pt", Path(tmp) / "ckpt")
-        data = shard_data(root, split, cfg, classes)
-        metrics = run_eval(checkpoint, data, cfg, Path(tmp) / "eval")
-        baseline = run_eval("kmeans", data, cfg.replace(**{"eval.num_overlays": 0}), Path(tmp) / "baseline")
-        metrics.update(
-            {
-                f"baseline/kmeans_rgb/{k.split('/', 1)[1]}": v
-                for k, v in baseline.items()
-                if k in ("val/miou", "val/pixel_acc")
-            }
-        )
+    tags = {"segcore.input_run_id": tracking.run_of(checkpoint_uri), "segcore.checkpoint_uri": checkpoint_uri,
+            "segcore.champion_export_uri": champion_export_uri}
+    with tracking.stage_run(parent_run_id, "evaluate", tags) as run_id, \
+            tempfile.TemporaryDirectory(prefix="segcore-eval-") as tmp:
+        root = shard_root(cfg, tracking.fetch(manifest_uri, Path(tmp) / "manifest"))
+        plan = plan_evaluation(root, cfg)
+        tracking.set_tags(run_id, {"segcore.eval_split": plan.split, "segcore.eval_set": plan.describe(),
+                                   "segcore.labelled": plan.labelled})
+        checkpoint = tracking.fetch(checkpoint_uri, Path(tmp) / "ckpt")
+        champion, champion_error = None, ""
+        if champion_export_uri:
+            champion = tracking.fetch(champion_export_uri, Path(tmp) / "champion-export")
+        try:
+            metrics = score_pair(checkpoint, champion, eval_data(root, plan, cfg), cfg, Path(tmp) / "out",
+                                 baseline=plan.labelled)
+        except Exception as exc:  # the champion's export may predate a format change: score the new model alone
+            if champion is None:
+                raise
+            champion_error = f"{type(exc).__name__}: {exc}"[:500]
+            metrics = score_pair(checkpoint, None, eval_data(root, plan, cfg), cfg, Path(tmp) / "out",
+                                 baseline=plan.labelled)
         tracking.log_metrics(run_id, metrics)
-        tracking.client().log_artifacts(run_id, str(Path(tmp) / "eval"), "eval")
-        tracking.client().log_text(
-            run_id, (Path(tmp) / "baseline" / "summary.md").read_text(), "baseline/summary.md"
-        )
-    if "val/miou" in metrics:
-        gain = metrics["val/miou"] - metrics["baseline/kmeans_rgb/miou"]
-        note = f"{split}: mIoU {metrics['val/miou']:.3f} ({gain:+.3f} vs RGB k-means)"
-    else:
-        note = f"{split}: no labels, proxy metrics only"
-    return {"run_id": run_id, "metrics": metrics, "note": note}
+        c = tracking.client()
+        for part in ("eval", "champion", "baseline"):
+            if (Path(tmp) / "out" / part).is_dir():
+                c.log_artifacts(run_id, str(Path(tmp) / "out" / part), part)
+        c.log_text(run_id, json.dumps({"split": plan.split, "labelled": plan.labelled,
+                                       "champion_error": champion_error}, indent=2), "eval/eval-set.json")
+    return {"run_id": run_id, "metrics": metrics, "eval_set": plan.describe(), "labelled": plan.labelled,
+            "metrics_uri": tracking.artifact_uri(run_id, "eval/metrics.json"), "champion_error": champion_error,
+            "note": _note(metrics, plan.describe())}
+
+
+def _note(metrics: dict[str, float], eval_set: str) -> str:
+    if "val/miou" in metrics and metrics["val/miou"] == metrics["val/miou"]:
+        mine = f"mIoU {metrics['val/miou']:.3f}"
+        if "champion/val/miou" in metrics:
+            mine += f" vs champion {metrics['champion/val/miou']:.3f}"
+        if "baseline/kmeans_rgb/miou" in metrics:
+            mine += f" ({metrics['val/miou'] - metrics['baseline/kmeans_rgb/miou']:+.3f} vs RGB k-means)"
+        return f"{eval_set}: {mine}"
+    return f"{eval_set}: no labels, proxy metrics only"

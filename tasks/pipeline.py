@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,20 @@ from tasks import tracking
 from tasks.retry import retry_on_io
 
 
+def run_name(dataset: str, when: datetime | None = None) -> str:
+    """``<dataset> <UTC date and time>``: what the parent run is called in the MLflow UI."""
+    when = when or datetime.now(timezone.utc)
+    return f"{dataset} {when.strftime('%Y-%m-%d %H:%M:%S')}Z"
+
+
 @task(name="start_pipeline_run")
 def start_pipeline_run(experiment: str, artifact_root: str, params: dict[str, Any], config: dict[str, Any],
                        flow_run_id: str | None) -> str:
-    """Open the parent run: git commit, segcore version, the full parameters and resolved config."""
+    """Open the parent run (named after the dataset and the time): git commit, segcore version, the
+    full parameters and resolved config."""
     exp_id = tracking.experiment_id(experiment, artifact_root)
-    run = tracking.client().create_run(exp_id, run_name="full_pipeline", tags={
+    name = run_name(config["data"]["dataset"])
+    run = tracking.client().create_run(exp_id, run_name=name, tags={
         "segcore.stage": "pipeline", "segcore.version": segcore.__version__, "git.commit": tracking.git_commit(),
         "prefect.flow_run_id": flow_run_id or "",
     })
@@ -34,6 +43,15 @@ def finish_pipeline_run(run_id: str, status: str, error: str = "") -> None:
     if error:
         tracking.set_tags(run_id, {"segcore.error": error[:5000]})
     tracking.client().set_terminated(run_id, status)
+
+
+@task(name="data_config")
+def data_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with the hold-out policy for these inputs applied (no labels: nothing held out)."""
+    from segcore.config import Config
+    from segcore.eval_plan import training_holdout
+
+    return training_holdout(Config.from_dict(config)).to_dict()
 
 
 @task(name="prepare_default_data", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_on_io)
@@ -74,9 +92,10 @@ def publish_summary(summary: dict[str, Any]) -> str:
         lines.append(f"| {stage} | {run_link(info['run_id']) if 'run_id' in info else '-'} | {info.get('note', '')} |")
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sorted(summary["metrics"].items())]
-    lines += ["", f"Parent run: {run_link(summary['parent_run_id'])}; export: `{summary['export_dir']}`;",
-              f"registered as `{summary['model_name']}` version {summary['model_version']} "
-              f"({summary['champion_note']})."]
+    lines += ["", f"Evaluation set: {summary.get('eval_set', '')}.", "",
+              f"Parent run: {run_link(summary['parent_run_id'])}; export: `{summary['export_dir']}`;",
+              f"registered as `{summary['model_name']}` version {summary['model_version']}: "
+              f"{summary['champion_note']}"]
     text = "\n".join(lines)
     create_markdown_artifact(text, key="segcore-pipeline-summary", description="segcore pipeline run")
     return text

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 STAGE_TAG = "segcore.stage"
 PARAM_LIMIT = 6000  # MLflow's longest param value
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, no runs listed);
+# "custom_model_development" makes it open on the runs table (the value the UI's own selector writes).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def client() -> MlflowClient:
@@ -40,11 +44,13 @@ def experiment_id(name: str, artifact_root: str | None = None) -> str:
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if artifact_root and c.tracking_uri.startswith("sqlite:"):
         location = Path(artifact_root, name).resolve().as_uri()
-    return c.create_experiment(name, artifact_location=location)
+    return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def git_commit() -> str:
@@ -88,7 +94,8 @@ def _finite(v: Any) -> bool:
 
 @contextmanager
 def stage_run(parent_run_id: str, stage: str, tags: dict[str, Any] | None = None) -> Iterator[str]:
-    """A child run of ``parent_run_id`` for one stage; FAILED (with the error as a tag) on exception.
+    """A child run of ``parent_run_id`` for one stage; FAILED (with the error as a tag) on exception,
+    KILLED when a signal or Ctrl-C stopped it (``tasks.lifecycle``).
 
     Whatever was logged before an error stays logged.
     """
@@ -101,7 +108,8 @@ def stage_run(parent_run_id: str, stage: str, tags: dict[str, Any] | None = None
         yield run_id
     except BaseException as exc:
         set_tags(run_id, {"segcore.error": f"{type(exc).__name__}: {exc}"[:5000]})
-        c.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        killed = isinstance(exc, KeyboardInterrupt)  # segcore.errors.Terminated (SIGTERM) included
+        c.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
         raise
     c.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
@@ -117,6 +125,34 @@ def download(run_id: str, artifact_path: str, dst: str | Path | None = None) -> 
 
 def artifact_uri(run_id: str, artifact_path: str) -> str:
     return f"runs:/{run_id}/{artifact_path}"
+
+
+def fetch(uri: str, dst: str | Path) -> Path:
+    """Download the artifact (file or directory) at ``uri`` (``runs:/<run id>/<path>``) into ``dst``."""
+    import mlflow
+
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+
+
+def run_of(uri: str) -> str:
+    """The run id of a ``runs:/<run id>/<path>`` URI (lineage tags name the producing run)."""
+    if not uri.startswith("runs:/"):
+        raise ValueError(f"{uri!r} is not a runs:/<run id>/<path> artifact URI")
+    return uri[len("runs:/"):].split("/", 1)[0]
+
+
+def log_dataset_input(run_id: str, record) -> None:
+    """Log a :class:`segcore.lineage.DatasetRecord` as the run's training dataset input."""
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    source = LocalArtifactDatasetSource(Path(record.root).as_uri())
+    dataset = MetaDataset(source, name=record.name, digest=record.digest)
+    tags = [InputTag("mlflow.data.context", "training"), InputTag("segcore.rasters", str(record.rasters)),
+            *(InputTag(f"segcore.tiles.{k}", str(v)) for k, v in sorted(record.tiles.items()))]
+    client().log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
 
 
 class MlflowTrainLogger:

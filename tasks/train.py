@@ -1,7 +1,12 @@
-"""Stage 2: train the student on the shards recorded by a build_shards run."""
+"""Stage 2: train the student on the shards a build run's manifest describes.
+
+In this process, or with ``train.nproc > 1`` on ``torchrun`` processes (rank 0 logs into the
+same MLflow run through ``tasks.tracking:MlflowTrainLogger``).
+"""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,36 +15,39 @@ from prefect import task
 from segcore.config import Config
 from tasks import tracking
 
-
-def shards_of(build_run_id: str) -> Path:
-    """The shard dataset a build run recorded, checked against the manifest it logged."""
-    from segcore.errors import ShardError
-
-    run = tracking.client().get_run(build_run_id)
-    root = Path(run.data.tags["segcore.shards.root"])
-    logged = tracking.download(build_run_id, "shards/manifest.json").read_bytes()
-    if not (root / "manifest.json").is_file() or (root / "manifest.json").read_bytes() != logged:
-        raise ShardError(f"{root}: the shards of build run {build_run_id} are gone or were rebuilt since; "
-                         "re-run the build_shards stage")
-    return root
+LOGGER_SPEC = "tasks.tracking:MlflowTrainLogger"
 
 
 @task(name="train")
-def train(config: dict[str, Any], parent_run_id: str, build_run_id: str) -> dict[str, Any]:
-    """Train on the build run's shards; log config, per-step metrics and the checkpoint."""
-    from segcore.train import fit
+def train(config: dict[str, Any], parent_run_id: str, manifest_uri: str, warm_start_uri: str = "") -> dict[str, Any]:
+    """Train on the shards of ``manifest_uri``; log config, per-step metrics, the dataset input and
+    the checkpoint. ``warm_start_uri``: a checkpoint whose weights start training (lineage tag)."""
+    from segcore.launch import run_training
+    from segcore.lineage import dataset_record, shard_root
 
-    root = shards_of(build_run_id)
-    cfg = Config.from_dict(config).replace(**{
-        "data.source": "shards", "data.processed_root": str(root.parent), "data.dataset": root.name})
-    with tracking.stage_run(parent_run_id, "train", {"segcore.input_run_id": build_run_id}) as run_id:
+    tags = {"segcore.input_run_id": tracking.run_of(manifest_uri), "segcore.manifest_uri": manifest_uri,
+            "segcore.warm_start_uri": warm_start_uri}
+    with tracking.stage_run(parent_run_id, "train", tags) as run_id, \
+            tempfile.TemporaryDirectory(prefix="segcore-train-") as tmp:
+        cfg = Config.from_dict(config)
+        root = shard_root(cfg, tracking.fetch(manifest_uri, Path(tmp) / "manifest"))
+        updates = {"data.source": "shards", "data.processed_root": str(root.parent), "data.dataset": root.name}
+        if warm_start_uri:
+            updates["train.init_from"] = str(tracking.fetch(warm_start_uri, Path(cfg.train.out_dir) / run_id / "init"))
+        cfg = cfg.replace(**updates)
+        record = dataset_record(root)
+        tracking.log_dataset_input(run_id, record)
+        tracking.set_tags(run_id, record.as_tags())
         run_dir = Path(cfg.train.out_dir) / run_id
-        result = fit(cfg, run_dir, logger=tracking.MlflowTrainLogger(run_id))
+        result = run_training(cfg, run_dir, logger=tracking.MlflowTrainLogger(run_id), logger_spec=LOGGER_SPEC,
+                              logger_arg=run_id)
         tracking.log_metrics(run_id, {"best_loss": result.best_loss, "best_step": result.best_step,
-                                      "images_per_s": result.images_per_s}, step=result.step)
+                                      "images_per_s": result.images_per_s, "train/nproc": cfg.train.nproc},
+                             step=result.step)
         c = tracking.client()
         for name in ("config.json", "versions.json", "metrics.jsonl"):
             c.log_artifact(run_id, str(run_dir / name))
         c.log_artifact(run_id, str(result.checkpoint), "checkpoints")
     return {"run_id": run_id, "checkpoint_uri": tracking.artifact_uri(run_id, "checkpoints/last.pt"),
-            "best_loss": result.best_loss, "steps": result.step}
+            "best_loss": result.best_loss, "steps": result.step, "dataset": record.name,
+            "dataset_digest": record.digest}

@@ -96,7 +96,7 @@ def _train(args: argparse.Namespace, cfg: Config, run_dir: Path) -> int:
         from segcore.distributed import launch_torchrun
 
         return launch_torchrun(cfg, run_dir, resume=args.resume)
-    from segcore.train import fit
+    from segcore.training import fit
 
     result = fit(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     summary = {

@@ -165,10 +165,29 @@ def read_index(shard_dir: Path) -> pd.DataFrame:
         raise ShardError(f"{path}: cannot read the shard index ({exc}); rebuild the shards") from exc
 
 
-def reuse_shard(plan: BuildPlan, shard: ShardSpec) -> ShardResult | None:
-    """A finished copy of ``shard`` in the staging (or published) directory, staged; else ``None``."""
+def published_keys(root: Path) -> dict[str, Path]:
+    """``{build key: shard directory}`` of the published dataset at ``root`` (from each ``shard.json``)."""
+    keys: dict[str, Path] = {}
+    for info_file in sorted(root.glob("*/shard-*/shard.json")):
+        try:
+            keys.setdefault(json.loads(info_file.read_text())["build_key"], info_file.parent)
+        except (OSError, ValueError, KeyError):
+            continue
+    return keys
+
+
+def reuse_shard(plan: BuildPlan, shard: ShardSpec, published: dict[str, Path] | None = None) -> ShardResult | None:
+    """A finished copy of ``shard`` in the staging (or published) directory, staged; else ``None``.
+
+    Published shards are found by position and, through ``published`` (:func:`published_keys`,
+    computed here when not given), by build key: after rasters were added or removed the same
+    tiles can sit at another index, and are reused from there (hard links, no tile re-read).
+    """
     staged = plan.staging / shard.relpath
-    for candidate in (staged, plan.root / shard.relpath):
+    if published is None:
+        published = published_keys(plan.root) if plan.root.is_dir() else {}
+    moved = published.get(shard.build_key)
+    for candidate in (staged, plan.root / shard.relpath, *([moved] if moved is not None else [])):
         if not candidate.is_dir() or verify_shard(candidate, shard.build_key) is not None:
             continue
         if candidate != staged:

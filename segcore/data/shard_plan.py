@@ -255,18 +255,28 @@ def _tile_split(i: int, window: Window, units, policy: str, block_px: int) -> st
 
 
 def make_shards(rasters: list[RasterPlan], tiles: list[list[TileSpec]], cfg: Config) -> list[ShardSpec]:
-    """Group kept tiles per split, in raster then row-major order, ``tiles_per_shard`` at a time."""
-    by_split: dict[str, list[TileSpec]] = {}
+    """Group kept tiles per split and raster, row-major, ``tiles_per_shard`` at a time.
+
+    A shard never spans two rasters, so its build key depends on one raster only: when rasters are
+    added to or removed from the inputs, every other raster's shards keep their keys and an
+    incremental build reuses them (:func:`segcore.data.shard_index.reuse_shard`).
+    """
+    by_split: dict[str, list[list[TileSpec]]] = {}
     for raster_tiles in tiles:
+        per_split: dict[str, list[TileSpec]] = {}
         for tile in raster_tiles:
-            by_split.setdefault(tile.split, []).append(tile)
+            per_split.setdefault(tile.split, []).append(tile)
+        for split, items in per_split.items():
+            by_split.setdefault(split, []).append(items)
     shards = []
     per = cfg.data.tiles_per_shard
     for split in sorted(by_split):
-        items = by_split[split]
-        for index, start in enumerate(range(0, len(items), per)):
-            chunk = tuple(items[start : start + per])
-            shards.append(ShardSpec(split, index, chunk, _build_key(rasters, chunk, cfg)))
+        index = 0
+        for items in by_split[split]:
+            for start in range(0, len(items), per):
+                chunk = tuple(items[start : start + per])
+                shards.append(ShardSpec(split, index, chunk, _build_key(rasters, chunk, cfg)))
+                index += 1
     return shards
 
 

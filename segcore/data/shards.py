@@ -33,7 +33,14 @@ from pathlib import Path
 from segcore.checks import check_utf8
 from segcore.config import Config
 from segcore.data.raster import RasterSource, discover_sources
-from segcore.data.shard_index import ShardResult, publish, read_manifest, reuse_shard, write_shard
+from segcore.data.shard_index import (
+    ShardResult,
+    publish,
+    published_keys,
+    read_manifest,
+    reuse_shard,
+    write_shard,
+)
 from segcore.data.shard_plan import (
     BuildPlan,
     RasterPlan,
@@ -251,8 +258,9 @@ def _write_all(plan, pool, progress, on_shard_done, on_error) -> tuple[list[Shar
 
     results: dict[int, ShardResult] = {}
     todo = []
+    published = published_keys(plan.root) if plan.root.is_dir() else {}
     for i, shard in enumerate(plan.shards):
-        reused = reuse_shard(plan, shard)
+        reused = reuse_shard(plan, shard, published)
         if reused is not None:
             results[i] = reused
         else:

@@ -7,8 +7,9 @@ from mlflow import MlflowClient
 
 from flows.full_pipeline import PipelineParams, full_pipeline
 
-TINY = dict(steps=3, batch_size=2, patch_sizes=[64], synthetic_count=3, synthetic_size=128,
-            overrides=["data.slic_region_size=16", "eval.num_overlays=1"])
+TINY = dict(steps=3, batch_size=2, patch_sizes=[64],
+            overrides=["data.synthetic_count=3", "data.synthetic_size=128", "data.tile_size=128",
+                       "data.slic_region_size=16", "eval.num_overlays=1"])
 STAGES = {"build_shards", "train", "evaluate", "export"}
 
 

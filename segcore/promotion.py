@@ -1,0 +1,123 @@
+"""Champion versus challenger: both scored on the same images, then a decision with its reasons.
+
+:func:`score_pair` evaluates the new model (the challenger, a training checkpoint) and the current
+champion (its export, run by the numpy runtime) on one :class:`~segcore.evaluate.EvalData`, with
+one protocol. :func:`decide` turns the two scores into a :class:`Decision`:
+
+* with labels, the challenger becomes ``champion`` only if its matched mIoU beats the champion's
+  by more than ``eval.promote_margin`` (0.05: the spread of mIoU between training seeds measured
+  in ``docs/benchmarks.md``; a smaller gain is indistinguishable from re-training noise);
+* without labels no label-free criterion has been shown to track mIoU (``docs/benchmarks.md``),
+  so the new version is registered as ``challenger`` for a person to promote, never on a guess;
+* the first model becomes ``champion`` (there is nothing to compare it with).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segcore.config import Config
+from segcore.evaluate import EvalData, evaluate
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+LABELLED_METRIC = "val/miou"
+# Reported beside the decision when there are no labels (not used to decide, see the module docstring).
+LABEL_FREE_METRIC = "proxy/two_view_consistency"
+CHAMPION_PREFIX = "champion/"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one new version: the alias it gets (``""``: none) and why."""
+
+    alias: str
+    metric: str
+    challenger: float
+    champion: float | None
+    champion_version: str | None
+    margin: float
+    labelled: bool
+    eval_set: str
+    reason: str
+
+    @property
+    def promoted(self) -> bool:
+        return self.alias == CHAMPION
+
+    @property
+    def outcome(self) -> str:
+        return {CHAMPION: "promoted", CHALLENGER: "challenger"}.get(self.alias, "kept champion")
+
+
+def score_pair(challenger: Any, champion: Any | None, data: EvalData, cfg: Config, out_dir: str | Path,
+               *, baseline: bool = True) -> dict[str, float]:
+    """Evaluate ``challenger`` and ``champion`` (any predictor :func:`~segcore.evaluate.evaluate`
+    accepts: a checkpoint, an export directory) on the same ``data``.
+
+    Writes ``out_dir/eval`` (the challenger's report, with overlays), ``out_dir/champion`` and,
+    with ``baseline``, ``out_dir/baseline`` (RGB k-means). Returns the challenger's flat metrics,
+    the champion's under ``champion/`` and the baseline's mIoU / pixel accuracy under
+    ``baseline/kmeans_rgb/``.
+    """
+    out = Path(out_dir)
+    metrics = evaluate(challenger, data, cfg, out / "eval")
+    quiet = cfg.replace(**{"eval.num_overlays": 0})
+    if champion is not None:
+        theirs = evaluate(champion, data, quiet, out / "champion")
+        metrics.update({CHAMPION_PREFIX + k: v for k, v in theirs.items()})
+    if baseline:
+        base = evaluate("kmeans", data, quiet, out / "baseline")
+        metrics.update({f"baseline/kmeans_rgb/{k.split('/', 1)[1]}": base[k]
+                        for k in ("val/miou", "val/pixel_acc") if k in base})
+    return metrics
+
+
+def decide(metrics: dict[str, float], *, labelled: bool, margin: float, eval_set: str,
+           champion_version: str | None, champion_error: str = "") -> Decision:
+    """The decision for a new version from :func:`score_pair`'s metrics (see the module docstring).
+
+    ``champion_version`` None: there is no champion yet. ``champion_error``: the champion exists
+    but could not be scored (its export is unreadable or of another format): register as
+    challenger and say so.
+    """
+    metric = LABELLED_METRIC if labelled else LABEL_FREE_METRIC
+    mine = float(metrics.get(metric, math.nan))
+    theirs = metrics.get(CHAMPION_PREFIX + metric)
+    theirs = None if theirs is None else float(theirs)
+
+    def made(alias: str, reason: str) -> Decision:
+        return Decision(alias, metric, mine, theirs, champion_version, margin, labelled, eval_set, reason)
+
+    if champion_version is None:
+        return made(CHAMPION, f"first model: becomes {CHAMPION} ({metric} {_fmt(mine)} on {eval_set})")
+    if champion_error:
+        return made(CHALLENGER, f"registered as {CHALLENGER}: {CHAMPION} v{champion_version} could not be "
+                                f"scored ({champion_error}); promote by hand after review")
+    if not labelled:
+        return made(CHALLENGER, f"registered as {CHALLENGER}: no labels on {eval_set}, and no label-free "
+                                f"criterion has been shown to track mIoU (docs/benchmarks.md); {metric} "
+                                f"{_fmt(mine)} vs {CHAMPION} v{champion_version} {_fmt(theirs)} is for "
+                                "information only: promote by hand after review")
+    if not math.isfinite(mine) or theirs is None or not math.isfinite(theirs):
+        return made(CHALLENGER, f"registered as {CHALLENGER}: {metric} missing ({_fmt(mine)} vs {_fmt(theirs)})")
+    gain = mine - theirs
+    if gain > margin:
+        return made(CHAMPION, f"promoted: {metric} {mine:.4f} vs {CHAMPION} v{champion_version} {theirs:.4f} "
+                              f"on {eval_set} (gain {gain:+.4f} > margin {margin:.4f})")
+    return made("", f"not promoted: {metric} {mine:.4f} vs {CHAMPION} v{champion_version} {theirs:.4f} on "
+                    f"{eval_set} (gain {gain:+.4f} <= margin {margin:.4f}, the seed-to-seed spread)")
+
+
+def description(decision: Decision, version: str) -> str:
+    """The model version's description (shown in the registry UI): both scores and the decision."""
+    champ = (f"{CHAMPION} v{decision.champion_version}: {_fmt(decision.champion)}"
+             if decision.champion_version else f"{CHAMPION}: none yet")
+    return (f"Decision: {decision.outcome}. {decision.metric} on {decision.eval_set}: "
+            f"v{version} {_fmt(decision.challenger)}, {champ}; margin {decision.margin:.4f}. {decision.reason}.")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
