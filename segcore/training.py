@@ -35,7 +35,7 @@ from segcore.data.batches import PatchBatcher, TileSource
 from segcore.data.sources import build_tile_source
 from segcore.device import Placement, plan_placement
 from segcore.errors import TrainingError
-from segcore.losses import CompositeLoss
+from segcore.losses import build_loss
 from segcore.models import build_decoder, build_segmenter
 from segcore.train_logging import JsonlMetrics, NullLogger, TrainLogger
 from segcore.versions import package_versions
@@ -133,7 +133,7 @@ def build_trainee(cfg: Config, placement: Placement) -> Trainee:
     torch.manual_seed(cfg.train.seed)
     model = build_segmenter(cfg)
     decoder = build_decoder(cfg) if cfg.autoencoder.enabled else None
-    net = TwoViewNet(model, decoder, CompositeLoss(cfg)).to(placement.student)
+    net = TwoViewNet(model, decoder, build_loss(cfg)).to(placement.student)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))

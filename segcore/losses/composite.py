@@ -35,8 +35,9 @@ import torch
 from torch import nn
 
 from segcore.augment import invert_geom
-from segcore.config import Config
-from segcore.losses.contrastive import descriptor_affinity, superpixel_infonce
+from segcore.config import Config, DistillConfig, LossConfig
+from segcore.losses.contrastive import superpixel_infonce
+from segcore.losses.descriptor_affinity import descriptor_affinity
 from segcore.losses.descriptors import region_descriptors
 from segcore.losses.distill import affinity_loss, cluster_loss, feature_loss
 from segcore.losses.recon import recon_losses
@@ -58,10 +59,10 @@ TERMS = (
 EMA_FLOOR = 0.05
 
 
-def term_weights(cfg: Config) -> dict[str, float]:
-    """Weight of every term in :data:`TERMS` under ``cfg`` (recon terms 0 when the autoencoder is off)."""
-    lo, lam = cfg.loss, (cfg.autoencoder.lambda_recon if cfg.autoencoder.enabled else 0.0)
-    teacher = 1.0 if cfg.teacher.enabled else 0.0
+def term_weights(lo: LossConfig, recon_weight: float = 0.0, teacher: bool = False) -> dict[str, float]:
+    """Weight of every term in :data:`TERMS`: the loss section, the reconstruction weight (0 when the
+    autoencoder is off) and whether a teacher is on (the teacher terms are 0 without one)."""
+    lam, teacher = recon_weight, (1.0 if teacher else 0.0)
     return {
         "consistency": lo.consistency, "entropy": lo.entropy, "marginal": lo.marginal, "smooth": lo.smooth,
         "cluster": lo.cluster, "slic_pull": lo.slic, "slic_push": lo.slic, "tv": lo.tv,
@@ -70,28 +71,44 @@ def term_weights(cfg: Config) -> dict[str, float]:
     }  # fmt: skip
 
 
+def build_loss(cfg: Config) -> CompositeLoss:
+    """The :class:`CompositeLoss` of a resolved config (its loss, distill, autoencoder and teacher parts)."""
+    ae = cfg.autoencoder
+    return CompositeLoss(
+        cfg.loss, cfg.distill, recon_weight=ae.lambda_recon if ae.enabled else 0.0, blur_sigma=ae.blur_sigma,
+        embed_dim=cfg.model.embed_dim, teacher_dim=teacher_feat_dim(cfg) if cfg.teacher.enabled else None,
+    )
+
+
 class CompositeLoss(nn.Module):
     """Holds the training-only loss state: the teacher projection and the EMA normalisers.
 
-    ``feature_proj`` (1x1 conv ``model.embed_dim -> teacher dim``) exists only when the teacher is
-    enabled and ``loss.feature > 0``.
+    Args:
+        loss: term weights and the edge scale (``cfg.loss``).
+        distill: temperatures, bandwidth, SLIC prior scales, EMA decay (``cfg.distill``).
+        recon_weight: weight of the reconstruction terms (0: off).
+        blur_sigma: blur of the reconstruction target in pixels.
+        embed_dim: channels of the embeddings the teacher projection reads.
+        teacher_dim: teacher feature channels, or None without a teacher. ``feature_proj`` (1x1 conv
+            ``embed_dim -> teacher_dim``) exists only with a teacher and ``loss.feature > 0``.
     """
 
-    def __init__(self, cfg: Config):
+    def __init__(self, loss: LossConfig, distill: DistillConfig, *, recon_weight: float = 0.0,
+                 blur_sigma: float = 1.0, embed_dim: int = 96, teacher_dim: int | None = None):
         super().__init__()
-        self.weights = term_weights(cfg)
-        self.decay = cfg.distill.ema_decay
-        self.edge_sigma = cfg.loss.edge_sigma
-        self.blur_sigma = cfg.autoencoder.blur_sigma
-        self.affinity_pairs = cfg.distill.affinity_pairs
-        self.contrast_tau = cfg.distill.contrast_tau
-        self.descriptor_bandwidth = cfg.distill.descriptor_bandwidth
-        self.slic_args = (cfg.distill.slic_margin, cfg.distill.slic_colour_scale, cfg.distill.slic_texture_scale)
+        self.weights = term_weights(loss, recon_weight, teacher_dim is not None)
+        self.decay = distill.ema_decay
+        self.edge_sigma = loss.edge_sigma
+        self.blur_sigma = blur_sigma
+        self.affinity_pairs = distill.affinity_pairs
+        self.contrast_tau = distill.contrast_tau
+        self.descriptor_bandwidth = distill.descriptor_bandwidth
+        self.slic_args = (distill.slic_margin, distill.slic_colour_scale, distill.slic_texture_scale)
         self.register_buffer("ema", torch.zeros(len(TERMS)))
         self.register_buffer("ema_seen", torch.zeros(len(TERMS), dtype=torch.bool))
         self.feature_proj = None
         if self.weights["feature"] > 0:
-            self.feature_proj = nn.Conv2d(cfg.model.embed_dim, teacher_feat_dim(cfg), 1, bias=True)
+            self.feature_proj = nn.Conv2d(embed_dim, teacher_dim, 1, bias=True)
 
     def on(self, name: str) -> bool:
         return self.weights[name] > 0

@@ -11,10 +11,8 @@ illumination gain), so the embedding learns to describe a region by what survive
 (texture, structure, hue) rather than by its exact brightness. Superpixels (SLIC) make the units
 coherent regions, so the cost is a few hundred pooled vectors per batch, not one per pixel.
 
-:func:`descriptor_affinity` pools the same way and asks the cross-view similarities of every pair
-of superpixels to follow the similarities of fixed colour/texture descriptors
-(:mod:`segcore.losses.descriptors`), so that regions which look alike, here or in another image of
-the batch, are embedded alike; the InfoNCE alone treats them as negatives and pushes them apart.
+:mod:`segcore.losses.descriptor_affinity` pools the same way (:func:`pool_superpixels`) to distil
+descriptor similarities between superpixels.
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ def superpixel_infonce(
     slic_a: torch.Tensor,
     geom_a: torch.Tensor,
     geom_b: torch.Tensor,
-    tau: float = 0.1,
+    tau: float = 0.25,
 ) -> torch.Tensor:
     """Symmetric InfoNCE between the two views' superpixel embeddings (see module docstring).
 
@@ -62,7 +60,7 @@ def superpixel_infonce(
         embed_a, embed_b: ``(B, E, h, w)`` stride-4 embeddings of views A and B.
         slic_a: ``(B, h, w)`` view A's superpixel ids at stride 4 (0 = invalid).
         geom_a, geom_b: ``(B, 3)`` geometry records of the views.
-        tau: softmax temperature.
+        tau: softmax temperature (``distill.contrast_tau``).
     """
     canon_a = invert_geom(embed_a, geom_a)  # (B, E, h, w) canonical frame
     canon_b = invert_geom(embed_b, geom_b)
@@ -75,41 +73,3 @@ def superpixel_infonce(
     logits = za @ zb.T / tau  # (N, N)
     target = torch.arange(len(keys), device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-
-
-def descriptor_affinity(
-    embed_a: torch.Tensor,
-    embed_b: torch.Tensor,
-    slic_a: torch.Tensor,
-    geom_a: torch.Tensor,
-    geom_b: torch.Tensor,
-    descriptors: torch.Tensor,
-    bandwidth: float = 0.0,
-) -> torch.Tensor:
-    """MSE between the superpixels' cosine similarities across the views and their descriptor similarities.
-
-    Superpixels are pooled as in :func:`superpixel_infonce`; the descriptors (view A's frame) are
-    pooled the same way and standardised per column over the batch, giving ``d (N, C)``. The target
-    similarity ``T_ij`` is the cosine ``d_i . d_j / (|d_i| |d_j|)`` when ``bandwidth`` is 0, else the
-    Gaussian kernel ``exp(-mean_c (d_ic - d_jc)^2 / bandwidth)`` (1 for look-alikes, near 0 for
-    regions far apart in any statistic; a kernel matrix, so unit vectors can realise it).
-    Loss: ``mean_ij (za_i . zb_j - T_ij)^2``: the student's region geometry is distilled from the
-    colour/texture statistics, and the cross-view pairing asks for it to survive augmentation.
-    """
-    canon_a = invert_geom(embed_a, geom_a)
-    canon_b = invert_geom(embed_b, geom_b)
-    slic = invert_geom(slic_a, geom_a)
-    pa, keys = pool_superpixels(canon_a, slic)
-    pb, _ = pool_superpixels(canon_b, slic)
-    if len(keys) < 2:
-        return embed_a.sum() * 0.0
-    with torch.no_grad():
-        d, _ = pool_superpixels(invert_geom(descriptors.float(), geom_a), slic)
-        d = (d - d.mean(0)) / d.std(0, unbiased=False).clamp_min(1e-3)
-        if bandwidth > 0:
-            target = torch.exp(-torch.cdist(d, d).square() / d.shape[1] / bandwidth)
-        else:
-            t = F.normalize(d, dim=1)
-            target = t @ t.T
-    za, zb = F.normalize(pa.float(), dim=1), F.normalize(pb.float(), dim=1)
-    return F.mse_loss(za @ zb.T, target)

@@ -17,7 +17,7 @@ and says something a land-cover class keeps while its exact shade changes:
 ==  ==================  ===================================================================
 
 They are never learnt and never exported: the loss compares superpixels by them (see
-:func:`segcore.losses.contrastive.descriptor_affinity`), and the student learns an embedding whose
+:func:`segcore.losses.descriptor_affinity.descriptor_affinity`), and the student learns an embedding whose
 similarities follow theirs and survive the two views' augmentations.
 """
 

@@ -8,7 +8,7 @@ import torch
 import segcore.losses.composite as composite
 from segcore.augment import augment_batch
 from segcore.config import Config
-from segcore.losses import TERMS, CompositeLoss
+from segcore.losses import TERMS, CompositeLoss, build_loss
 from segcore.models import build_decoder, build_segmenter
 from segcore.teachers import FakeTeacher
 
@@ -38,7 +38,7 @@ def make_batch(seed: int = 0, size: int = 32) -> dict:
 def run(cfg: Config, loss: CompositeLoss | None = None, teacher: bool = False, seed: int = 0, amp: bool = False):
     torch.manual_seed(0)
     model, decoder = build_segmenter(cfg), build_decoder(cfg)
-    loss = loss if loss is not None else CompositeLoss(cfg)
+    loss = loss if loss is not None else build_loss(cfg)
     gen = torch.Generator().manual_seed(seed)
     a, b = augment_batch(make_batch(seed), gen, cfg.aug)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
@@ -76,7 +76,7 @@ def test_zero_weight_terms_are_not_computed(monkeypatch):
 
 def test_first_step_total_is_weighted_signs_then_ema_updates():
     cfg = small_cfg(**ALL_TERMS)
-    weights = composite.term_weights(cfg)
+    weights = composite.term_weights(cfg.loss, cfg.autoencoder.lambda_recon, cfg.teacher.enabled)
     terms, _, _, loss = run(cfg)
     raw = {k: v.item() for k, v in terms.items() if k != "total"}
     expected = sum(weights[k] * v / max(abs(v), composite.EMA_FLOOR) for k, v in raw.items())
@@ -91,7 +91,7 @@ def test_first_step_total_is_weighted_signs_then_ema_updates():
 def test_ema_state_round_trips_and_eval_does_not_update():
     cfg = small_cfg()
     _, _, _, loss = run(cfg)
-    fresh = CompositeLoss(cfg)
+    fresh = build_loss(cfg)
     fresh.load_state_dict(loss.state_dict())
     a, *_ = run(cfg, loss=loss, seed=3)
     b, *_ = run(cfg, loss=fresh, seed=3)
@@ -118,3 +118,30 @@ def test_bf16_autocast_forward_backward():
     assert torch.isfinite(terms["total"])
     terms["total"].backward()
     assert all(p.grad is not None for p in model.student.parameters())
+
+
+def test_function_defaults_agree_with_the_config_defaults():
+    import inspect
+
+    from segcore.config import DistillConfig
+    from segcore.losses import descriptor_affinity, edge_strength, superpixel_infonce
+
+    def default(fn, name):
+        return inspect.signature(fn).parameters[name].default
+
+    d = DistillConfig()
+    assert default(superpixel_infonce, "tau") == d.contrast_tau
+    assert default(descriptor_affinity, "bandwidth") == d.descriptor_bandwidth
+    assert default(edge_strength, "colour_scale") == d.slic_colour_scale
+    assert default(edge_strength, "texture_scale") == d.slic_texture_scale
+
+
+def test_composite_is_built_from_the_loss_sections():
+    cfg = small_cfg()
+    loss = CompositeLoss(cfg.loss, cfg.distill)  # no whole Config needed
+    assert loss.weights["descriptor"] == cfg.loss.descriptor
+    assert loss.weights["recon"] == 0.0  # no reconstruction weight given
+    assert loss.weights["feature"] == 0.0  # no teacher
+    assert loss.contrast_tau == cfg.distill.contrast_tau
+    built = build_loss(cfg)
+    assert built.weights["recon"] == cfg.autoencoder.lambda_recon

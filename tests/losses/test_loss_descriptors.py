@@ -3,7 +3,7 @@ import math
 import torch
 
 from segcore.augment import apply_geom
-from segcore.losses.contrastive import descriptor_affinity
+from segcore.losses.descriptor_affinity import descriptor_affinity
 from segcore.losses.descriptors import NUM_DESCRIPTORS, region_descriptors
 
 IDENTITY = torch.zeros(1, 3, dtype=torch.int64)
@@ -56,14 +56,15 @@ def test_descriptor_affinity_hand_value():
     zb = two_by_three([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     sims = torch.tensor([[1.0, 1.0, 0.0], [0.6, 0.6, 0.8], [0.0, 0.0, 1.0]])  # za_i . zb_j
     expected = (sims - target).square().mean()
-    torch.testing.assert_close(descriptor_affinity(za, zb, SLIC3, IDENTITY, IDENTITY, DESC3), expected)
+    torch.testing.assert_close(descriptor_affinity(za, zb, SLIC3, IDENTITY, IDENTITY, DESC3, bandwidth=0.0),
+                               expected)
 
 
 def test_descriptor_affinity_is_zero_when_the_geometry_matches_and_pulls_look_alikes():
     matched = two_by_three([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])  # cosines equal the target exactly
-    assert float(descriptor_affinity(matched, matched, SLIC3, IDENTITY, IDENTITY, DESC3)) < 1e-10
+    assert float(descriptor_affinity(matched, matched, SLIC3, IDENTITY, IDENTITY, DESC3, bandwidth=0.0)) < 1e-10
     za = two_by_three([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]).requires_grad_(True)
-    descriptor_affinity(za, za.detach(), SLIC3, IDENTITY, IDENTITY, DESC3).backward()
+    descriptor_affinity(za, za.detach(), SLIC3, IDENTITY, IDENTITY, DESC3, bandwidth=0.0).backward()
     # Superpixels 1 and 2 look alike but are orthogonal: superpixel 2 is pulled towards +x.
     assert float(za.grad[0, 0, 0, 1]) < 0
 
@@ -73,9 +74,9 @@ def test_descriptor_affinity_maps_views_back_through_their_geometry():
     slic = SLIC3.expand(1, 3, 3).contiguous()
     desc = DESC3.expand(1, 2, 3, 3).contiguous()
     geom_b = torch.tensor([[0, 1, 0]])  # view B is view A flipped left-right
-    aligned = descriptor_affinity(a, apply_geom(a, geom_b), slic, IDENTITY, geom_b, desc)
+    aligned = descriptor_affinity(a, apply_geom(a, geom_b), slic, IDENTITY, geom_b, desc, bandwidth=0.0)
     assert float(aligned) < 1e-10
-    assert float(descriptor_affinity(a, apply_geom(a, geom_b), slic, IDENTITY, IDENTITY, desc)) > 0.5
+    assert float(descriptor_affinity(a, apply_geom(a, geom_b), slic, IDENTITY, IDENTITY, desc, bandwidth=0.0)) > 0.5
 
 
 def test_descriptor_affinity_rbf_target_hand_value():
