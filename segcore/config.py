@@ -50,6 +50,7 @@ class StudentConfig:
     width: int = _f(48, "channels of the stem (stride 2)")
     norm: str = _f("group", "normalisation in each block: group | batch")
     groups: int = _f(8, "groups for GroupNorm")
+    dilations: tuple[int, ...] = _f((), "dilation of each stride-4 block (empty: all 1); e.g. 1,2,4 for more context")
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,12 @@ class PredictConfig:
     region_m: float = _f(0.0, "region vote: side in metres of the superpixels whose cells share their mean "
                               "cluster probabilities (0: off); see segcore.regions")
     region_compactness: float = _f(0.1, "region vote: colour distance (0..1 RGB) worth one region side")
+    classes: str = _f("auto", "ids: codebook (the export's dataset codebook, same ids in every raster) | raster "
+                              "(prototypes fitted per raster) | auto (codebook when the export has one)")
+    class_names: tuple[str, ...] = _f((), "names of classes 1..k (default: the export's, else class 1..k)")
+    overviews: bool = _f(False, "build internal overviews in prediction GeoTIFFs")
+    vector_min_area: float = _f(0.0, "--vector: regions smaller than this (square map units) join a neighbour")
+    vector_simplify: float = _f(0.0, "--vector: simplification tolerance in map units (0: off)")
 
 
 @dataclass(frozen=True)
@@ -326,6 +333,7 @@ _CHOICES = {
     "student.norm": ("group", "batch"),
     "train.multi_scale_mode": ("sample_one_scale_per_step", "fixed"),
     "train.device": ("auto", "cpu", "cuda", "mps"),
+    "predict.classes": ("auto", "codebook", "raster"),
 }
 
 
@@ -352,6 +360,9 @@ def _validate(cfg: Config) -> Config:
             raise ConfigError(f"{dotted}={value!r} is not one of {', '.join(choices)}")
     if not cfg.data.patch_sizes or any(s < 16 for s in cfg.data.patch_sizes):
         raise ConfigError(f"data.patch_sizes={cfg.data.patch_sizes} must be non-empty sizes of at least 16 px")
+    if cfg.student.dilations and (len(cfg.student.dilations) != cfg.student.depth or min(cfg.student.dilations) < 1):
+        raise ConfigError(f"student.dilations={list(cfg.student.dilations)} must be empty or give one dilation >= 1 "
+                          f"per block (student.depth={cfg.student.depth})")
     if cfg.data.gsd < 0 or cfg.data.source_gsd < 0:
         raise ConfigError(f"data.gsd={cfg.data.gsd} and data.source_gsd={cfg.data.source_gsd} must be >= 0 (metres)")
     if cfg.data.min_side < 16:

@@ -83,6 +83,7 @@ def model_meta(model: MonolithicSegmenter, cfg: Config, run_id: str | None = Non
         "student_embed_dim": s.embed_dim,
         "width": s.width,
         "depth": s.depth,
+        "dilations": list(getattr(s, "dilations", ())) or [1] * s.depth,
         "temperature": head.temperature,
         "refine_temperature": getattr(head, "refine_temperature", head.temperature),
         "centre": getattr(s, "centre", None) is not None,
@@ -109,7 +110,8 @@ def model_meta(model: MonolithicSegmenter, cfg: Config, run_id: str | None = Non
     }
     meta["layers"] = [
         {"name": layer.prefix, "in": layer.cin, "out": layer.cout, "kernel": layer.kernel, "stride": layer.stride,
-         "padding": layer.kernel // 2, "norm": norm if layer.kernel == 3 else None,
+         "padding": layer.dilation * (layer.kernel // 2), "dilation": layer.dilation,
+         "norm": norm if layer.kernel == 3 else None,
          "groups": layer.groups if norm == "group" and layer.kernel == 3 else None,
          "residual": layer.residual, "relu": layer.relu}
         for layer in student_layers(meta)

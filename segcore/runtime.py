@@ -57,6 +57,7 @@ class Layer:
     residual: bool
     relu: bool
     groups: int = 1
+    dilation: int = 1
 
 
 def student_layers(meta: dict[str, Any]) -> list[Layer]:
@@ -64,8 +65,9 @@ def student_layers(meta: dict[str, Any]) -> list[Layer]:
     width, norm, g = int(meta["width"]), meta["norm"]["type"] == "group", int(meta["norm"]["groups"])
     layers = [Layer("student.stem1", 3, width // 2, 3, 2, norm, False, True, math.gcd(g, width // 2)),
               Layer("student.stem2", width // 2, width, 3, 2, norm, False, True, math.gcd(g, width))]
-    layers += [Layer(f"student.blocks.{i}", width, width, 3, 1, norm, True, True, math.gcd(g, width))
-               for i in range(int(meta["depth"]))]
+    dilations = meta.get("dilations") or [1] * int(meta["depth"])
+    layers += [Layer(f"student.blocks.{i}", width, width, 3, 1, norm, True, True, math.gcd(g, width), int(d))
+               for i, d in enumerate(dilations)]
     layers.append(Layer("student.out", width, int(meta["student_embed_dim"]), 1, 1, False, False, False, width))
     return layers
 
@@ -92,8 +94,10 @@ def expected_arrays(meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1) -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, dilation: int = 1) -> np.ndarray:
     """Zero-padded ('same' for stride 1) convolution of ``x (H, W, C)`` float32.
+
+    ``dilation`` > 1 (stride 1 only): taps ``dilation`` pixels apart, zero padding of ``dilation``.
 
     Args:
         w: ``(k*k*C, O)`` weights ordered ``(kh, kw, C)`` (see :func:`im2col_weight`).
@@ -109,6 +113,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1) -> np.n
         out = xs.reshape(-1, c) @ w
         out += b
         return out.reshape(xs.shape[0], xs.shape[1], o)
+    if dilation > 1:
+        return _conv2d_dilated(x, w, b, k, dilation)
     p = k // 2
     ho, wo = (h + 2 * p - k) // stride + 1, (wd + 2 * p - k) // stride + 1
     xp = np.pad(x, ((p, p), (p, p), (0, 0))).reshape(h + 2 * p, (wd + 2 * p) * c)  # rows of (W * C)
@@ -124,6 +130,26 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1) -> np.n
         cols = buf[: n * wo]
         cols.reshape(n, wo, k, k * c)[...] = win
         np.matmul(cols, w, out=out[r0:r1].reshape(n * wo, o))
+    out += b
+    return out
+
+
+def _conv2d_dilated(x: np.ndarray, w: np.ndarray, b: np.ndarray, k: int, d: int) -> np.ndarray:
+    """Stride-1 'same' convolution with dilation ``d``: im2col from ``k*k`` shifted views, chunked by rows."""
+    h, wd, c = x.shape
+    o, p = w.shape[1], d * (k // 2)
+    xp = np.pad(x, ((p, p), (p, p), (0, 0)))
+    out = np.empty((h, wd, o), np.float32)
+    rows = max(1, CHUNK_PX // wd)
+    buf = np.empty((min(rows, h), wd, k * k * c), np.float32)
+    for r0 in range(0, h, rows):
+        n = min(h, r0 + rows) - r0
+        cols = buf[:n]
+        for i in range(k):
+            for j in range(k):
+                t = i * k + j
+                cols[:, :, t * c : (t + 1) * c] = xp[r0 + i * d : r0 + i * d + n, j * d : j * d + wd]
+        np.matmul(cols.reshape(n * wd, k * k * c), w, out=out[r0 : r0 + n].reshape(n * wd, o))
     out += b
     return out
 
@@ -302,7 +328,7 @@ class NumpyModel:
             if layer.prefix == "student.out" and self.centre:  # per-channel centring, no affine
                 normalise(xs, layer.groups, np.ones(layer.cin, np.float32), np.zeros(layer.cin, np.float32))
             wt, bias = self.w[layer.prefix]
-            ys = [conv2d(x, wt, bias, layer.stride) for x in xs]
+            ys = [conv2d(x, wt, bias, layer.stride, layer.dilation) for x in xs]
             if layer.norm:
                 normalise(ys, layer.groups, *self.w[f"{layer.prefix}.norm"])
             for x, y in zip(xs, ys, strict=True):
@@ -423,7 +449,8 @@ class NumpyModel:
     def receptive_radius(self) -> int:
         """Input pixels on each side that an output label depends on (see ``docs/export-format.md``)."""
         refiner = 8 if "refiner.guide" in self.w else 0
-        return 8 + STRIDE * (len(self.layers) - 3) + refiner + STRIDE * self.smooth_iters
+        blocks = sum(layer.dilation for layer in self.layers if layer.prefix.startswith("student.blocks."))
+        return 8 + STRIDE * blocks + refiner + STRIDE * self.smooth_iters
 
 
 def _fail(path: Path, what: str) -> ArtifactError:

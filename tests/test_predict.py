@@ -52,8 +52,8 @@ def _read(path) -> np.ndarray:
     ("overrides", "sample_pixels", "data", "n_tiles"),
     [({}, 65536, NATIVE, 25), ({}, 1500, NATIVE, 25),
      ({"model.refiner": True, "student.depth": 2, "model.smooth_iters": 3}, 65536, NATIVE, 25),
-     ({}, 65536, HALF, 9)],
-    ids=["one-sample-window", "grid-of-sample-windows", "refiner-depth2-smooth3", "working-grid-x2"],
+     ({}, 65536, HALF, 9), ({"student.dilations": (1, 2, 4)}, 65536, NATIVE, 25)],
+    ids=["one-sample-window", "grid-of-sample-windows", "refiner-depth2-smooth3", "working-grid-x2", "dilated"],
 )
 def test_tiled_equals_whole(tmp_path, scene_tif, overrides, sample_pixels, data, n_tiles):
     # halo=0 asks for the smallest halo: the model's receptive radius, which must suffice for equality.

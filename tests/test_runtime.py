@@ -70,8 +70,9 @@ def assert_parity(model, exported, sizes=SIZES, k=6) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"student.norm": "batch"}, {"model.refiner": True, "model.embed_dim": 64, "student.depth": 2}],
-    ids=["groupnorm", "batchnorm-folded", "refiner+proj"],
+    [{}, {"student.norm": "batch"}, {"model.refiner": True, "model.embed_dim": 64, "student.depth": 2},
+     {"student.dilations": (1, 2, 4)}],
+    ids=["groupnorm", "batchnorm-folded", "refiner+proj", "dilated-1-2-4"],
 )
 def test_parity_random_weights(tmp_path, overrides):
     cfg = Config().replace(**SHARP, **overrides)
@@ -103,14 +104,16 @@ def test_parity_trained_checkpoint(trained):
     assert_parity(model, load_export(export_dir))
 
 
-@pytest.mark.parametrize(("stride", "kernel", "h", "w"), [(1, 3, 7, 9), (2, 3, 11, 8), (2, 3, 16, 16), (1, 1, 5, 6)])
-def test_conv2d_matches_torch(stride, kernel, h, w):
+@pytest.mark.parametrize(("stride", "kernel", "h", "w", "dilation"),
+                         [(1, 3, 7, 9, 1), (2, 3, 11, 8, 1), (2, 3, 16, 16, 1), (1, 1, 5, 6, 1), (1, 3, 7, 9, 2),
+                          (1, 3, 13, 10, 4), (1, 3, 3, 5, 4)])
+def test_conv2d_matches_torch(stride, kernel, h, w, dilation):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 5, h, w, generator=g)
-    conv = torch.nn.Conv2d(5, 7, kernel, stride=stride, padding=kernel // 2)
+    conv = torch.nn.Conv2d(5, 7, kernel, stride=stride, padding=dilation * (kernel // 2), dilation=dilation)
     ref = conv(x)[0].detach().numpy().transpose(1, 2, 0)
     got = conv2d(np.ascontiguousarray(x[0].numpy().transpose(1, 2, 0)), im2col_weight(conv.weight.detach().numpy()),
-                 conv.bias.detach().numpy(), stride)
+                 conv.bias.detach().numpy(), stride, dilation)
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 

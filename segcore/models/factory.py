@@ -35,7 +35,8 @@ def create_model(name: str, **kw: Any) -> nn.Module:
 def build_segmenter(cfg: Config) -> MonolithicSegmenter:
     """The segmenter described by ``cfg.student``, ``cfg.model`` and ``cfg.distill.cluster_iters``."""
     s, m = cfg.student, cfg.model
-    student = create_model("student", width=s.width, embed_dim=s.embed_dim, depth=s.depth, norm=s.norm, groups=s.groups)
+    student = create_model("student", width=s.width, embed_dim=s.embed_dim, depth=s.depth, norm=s.norm, groups=s.groups,
+                           dilations=s.dilations)
     proj = nn.Conv2d(s.embed_dim, m.embed_dim, 1, bias=True) if m.embed_dim != s.embed_dim else None
     head = create_model(
         "soft_kmeans",

@@ -9,7 +9,9 @@ with values in 0..1:
    (``np.pad(..., mode="edge")``), giving ``(B, 3, 4h, 4w)`` with ``h = ceil(H/4)``, ``w = ceil(W/4)``.
 3. ``stem1``: conv3x3 stride 2, zero padding 1, ``3 -> width/2``, norm, ReLU.    ``(B, width/2, 2h, 2w)``
 4. ``stem2``: conv3x3 stride 2, zero padding 1, ``width/2 -> width``, norm, ReLU. ``(B, width, h, w)``
-5. ``blocks[i]`` (``depth`` of them): ``y = relu(norm(conv3x3(y)) + y)``, stride 1, zero padding 1.
+5. ``blocks[i]`` (``depth`` of them): ``y = relu(norm(conv3x3(y)) + y)``, stride 1, dilation
+   ``dilations[i]`` (default 1) with zero padding of the same size. Dilated blocks widen the context
+   each embedding sees (land cover is defined over tens of metres) at no extra cost.
 6. ``centre``: per-channel centring and scaling over the image, GroupNorm(width, width, eps=1e-5,
    no affine), i.e. ``(x - mean_hw) / sqrt(var_hw + eps)`` per channel.
 7. ``out``: conv1x1 ``width -> embed_dim``, *no bias*. ``(B, embed_dim, h, w)``
@@ -52,13 +54,14 @@ def make_norm(kind: str, channels: int, groups: int) -> nn.Module:
 
 
 class ConvNormAct(nn.Module):
-    """conv3x3 (zero padding 1, bias) -> norm -> ReLU, optionally residual (``relu(norm(conv(x)) + x)``)."""
+    """conv3x3 (zero padding = dilation, bias) -> norm -> ReLU, optionally residual (``relu(norm(conv(x)) + x)``)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str, groups: int, residual: bool = False):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str, groups: int, residual: bool = False,
+                 dilation: int = 1):
         super().__init__()
         if residual and (in_ch != out_ch or stride != 1):
             raise ValueError("a residual block needs in_ch == out_ch and stride 1")
-        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=True)
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=dilation, dilation=dilation, bias=True)
         self.norm = make_norm(norm, out_ch, groups)
         self.residual = residual
 
@@ -93,19 +96,23 @@ class StudentEmbeddingNet(nn.Module):
         depth: int = 3,
         norm: str = "group",
         groups: int = 8,
+        dilations: tuple[int, ...] = (),
     ):
         super().__init__()
+        dilations = tuple(dilations) or (1,) * depth
+        if len(dilations) != depth or min(dilations) < 1:
+            raise ValueError(f"dilations={dilations} must give one dilation >= 1 per block (depth={depth})")
         if in_ch != len(RGB_MEAN):
             raise ValueError(f"the student takes RGB images (in_ch=3), got in_ch={in_ch}")
         if width < 2 or width % 2:
             raise ValueError(f"width must be an even number >= 2, got {width}")
-        self.in_ch, self.width, self.embed_dim, self.depth = in_ch, width, embed_dim, depth
+        self.in_ch, self.width, self.embed_dim, self.depth, self.dilations = in_ch, width, embed_dim, depth, dilations
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(RGB_STD).view(1, 3, 1, 1))
         self.stem1 = ConvNormAct(in_ch, width // 2, stride=2, norm=norm, groups=groups)
         self.stem2 = ConvNormAct(width // 2, width, stride=2, norm=norm, groups=groups)
         self.blocks = nn.ModuleList(
-            ConvNormAct(width, width, stride=1, norm=norm, groups=groups, residual=True) for _ in range(depth)
+            ConvNormAct(width, width, stride=1, norm=norm, groups=groups, residual=True, dilation=d) for d in dilations
         )
         self.centre = nn.GroupNorm(width, width, eps=1e-5, affine=False)
         self.out = nn.Conv2d(width, embed_dim, 1, bias=False)
