@@ -20,7 +20,11 @@ and writes labels on the raster's own grid. It makes two passes over windowed re
    equals the output of a single tile covering the raster, pixel for pixel (``tests/test_predict.py``).
 
 Output: ``uint8`` GeoTIFF, one band, ``0`` = nodata, clusters ``1..k``; CRS and transform copied
-from the input (a raster without them stays without), written to a temp name then renamed.
+from the input (a raster without them stays without), written to a temp name then renamed. It
+carries a colour table, a band description and the class names (:mod:`segcore.style`), optionally
+internal overviews, and a QGIS style ``<stem>.qml`` is written beside it. With a ``codebook``
+(:mod:`segcore.codebook`) pass 1 is skipped: the export's frozen statistics and dataset prototypes
+are used, so the same id means the same thing in every raster.
 Memory depends on ``tile`` and ``sample_pixels``, not on the raster size (``docs/benchmarks.md``).
 """
 
@@ -38,11 +42,13 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from segcore.codebook import Codebook, default_class_names
 from segcore.config import Config, DataConfig
 from segcore.data.raster import inspect_raster, open_raster, read_rgb, read_valid
 from segcore.errors import ConfigError, RasterError
 from segcore.regions import cell_colours, region_vote, superpixels
 from segcore.runtime import STRIDE, NormStats, NumpyModel, coordinate_taps, resample_argmax
+from segcore.style import style_labels, write_qml
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ class PredictResult:
     halo: int
     sample_cells: int
     working: str = ""  # the working grid, e.g. "490x490 px at 2.5 m" (see segcore.data.raster)
+    classes: str = "raster"  # "codebook" (the export's dataset prototypes) or "raster" (fitted on this raster)
+    class_names: tuple[str, ...] = ()
 
 
 def export_config(meta: dict) -> Config:
@@ -174,6 +182,9 @@ def predict_raster(
     progress: bool = True,
     region_m: float = 0.0,
     region_compactness: float = 0.1,
+    codebook: Codebook | None = None,
+    class_names: list[str] | None = None,
+    overviews: bool = False,
 ) -> PredictResult:
     """Segment raster ``src`` into a ``uint8`` label GeoTIFF ``dst`` (0 nodata, clusters 1..k).
 
@@ -191,16 +202,34 @@ def predict_raster(
         region_m: side in metres of the regions of the region vote (:mod:`segcore.regions`); 0: off.
             On a raster of unknown resolution the working grid is taken to be ``data.gsd``.
         region_compactness: colour distance worth one region side.
+        codebook: assign to the export's dataset codebook (:mod:`segcore.codebook`: its frozen norm
+            statistics and prototypes; ``k`` is the codebook's) instead of fitting prototypes on
+            this raster, so ids mean the same in every raster.
+        class_names: names of classes ``1..k`` for the colour table tags and the ``.qml`` written
+            beside ``dst`` (:mod:`segcore.style`); default ``class 1..k``.
+        overviews: build internal overviews (mode resampling) for large outputs.
     """
     from tqdm import tqdm
 
     cfg = data_cfg or DataConfig()
+    if codebook is not None:
+        if k is not None and int(k) != codebook.k:
+            raise ConfigError(f"k={k}, but the export's codebook has k={codebook.k}; drop k, predict per raster, "
+                              "or re-export with another codebook k")
+        k = codebook.k
     k = model.max_k if k is None else int(k)
-    if not 1 <= k <= min(model.max_k, 255):
+    if codebook is None and not 1 <= k <= min(model.max_k, 255):
         raise ValueError(f"k={k} must be within 1..{min(model.max_k, 255)}")
+    names = list(class_names) if class_names else default_class_names(k)
+    if len(names) != k:
+        raise ConfigError(f"{len(names)} class names for k={k} classes; give exactly one name per class")
     tile = _round4(max(tile, STRIDE))
     halo = _round4(max(halo, model.receptive_radius()))
-    fit = fit_raster(model, src, k, sample_pixels, cfg)
+    if codebook is not None:
+        fit = RasterFit(codebook.stats, codebook.prototypes, [], 0)
+    else:
+        fit = fit_raster(model, src, k, sample_pixels, cfg)
+    mode = "raster" if codebook is None else "codebook"
     info = inspect_raster(src, cfg)
     vote = None
     if region_m > 0:
@@ -220,7 +249,9 @@ def predict_raster(
             with rasterio.open(tmp, "w", **_profile(ds)) as out:
                 for core in tqdm(cores, desc="predict", unit="tile", disable=not progress):
                     out.write(_predict_tile(model, ds, info, cfg, fit, core, halo, vote), 1, window=Window(*core))
+        style_labels(tmp, names, mode, overviews=overviews)
         os.replace(tmp, dst)
+        write_qml(dst, names)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -228,7 +259,7 @@ def predict_raster(
              info.native_height, info.width, info.height, len(cores), halo)
     working = f"{info.width}x{info.height} px" + (f" at {info.gsd:.3g} m" if info.gsd else "")
     return PredictResult(dst, info.native_width, info.native_height, k, len(cores), tile, halo, fit.sample_cells,
-                         working)
+                         working, mode, tuple(names))
 
 
 def read_reflected(ds, info, cfg: DataConfig, window: Window) -> tuple[np.ndarray, np.ndarray]:

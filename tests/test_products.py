@@ -1,0 +1,156 @@
+"""segcore predict to map products: codebook ids agree across rasters, style, mosaic, polygons, champion."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pyogrio.raw
+import pytest
+import rasterio
+import shapely
+import torch
+from affine import Affine
+from rasterio import features
+
+from segcore.champion import find_champion, newest_export, predict_command
+from segcore.cli.main import main as cli_main
+from segcore.codebook import CodebookRequest
+from segcore.config import Config
+from segcore.data.synthetic import generate_scene
+from segcore.errors import ArtifactError, ConfigError
+from segcore.export import export_model
+from segcore.models import build_segmenter
+from segcore.products import class_plan
+from segcore.runtime import load_export
+from segcore.style import palette, read_qml_palette
+
+SMALL = {"student.width": 16, "student.groups": 4, "student.embed_dim": 16, "model.embed_dim": 16,
+         "model.temperature": 0.1, "data.gsd": 0.5}
+ORIGIN = (500000.0, 5000000.0)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    cfg = Config().replace(**SMALL)
+    torch.manual_seed(0)
+    return export_model(build_segmenter(cfg), cfg, tmp_path_factory.mktemp("exp") / "export",
+                        codebook=CodebookRequest(k=6, windows=8))
+
+
+def _write_rgb(path, image, col, row):
+    t = Affine(0.5, 0, ORIGIN[0] + col * 0.5, 0, -0.5, ORIGIN[1] - row * 0.5)
+    profile = {"driver": "GTiff", "width": image.shape[1], "height": image.shape[0], "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": t}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(image.transpose(2, 0, 1))
+    return path
+
+
+@pytest.fixture
+def two_cuts(tmp_path):
+    """Two overlapping rasters cut from one 400 x 420 scene: columns 0..299 and 80..419."""
+    scene = generate_scene((400, 420), 11).image
+    src = tmp_path / "in"
+    src.mkdir()
+    _write_rgb(src / "a.tif", scene[:, :300], 0, 0)
+    _write_rgb(src / "b.tif", scene[:, 80:], 80, 0)
+    return src
+
+
+def _read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(1), ds
+
+
+def _overlap_agreement(out_dir):
+    a, _ = _read(out_dir / "a.tif")
+    b, _ = _read(out_dir / "b.tif")
+    return (a[:, 80:300] == b[:, :220]).mean()
+
+
+def test_codebook_ids_agree_across_rasters_and_mosaic(export_dir, two_cuts, tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert cli_main(["predict", str(two_cuts), str(out), "--export", str(export_dir), "--no-progress",
+                     "--classes", "codebook"]) == 0
+    agree = _overlap_agreement(out)
+    assert agree >= 0.95
+    printed = capsys.readouterr().out
+    assert "codebook classes k=6" in printed
+    assert "mosaic.vrt" in printed
+    with rasterio.open(out / "mosaic.vrt") as ds:
+        assert (ds.width, ds.height) == (420, 400)
+        mosaic = ds.read(1)
+        assert ds.colormap(1)[1] == (*palette(6)[0], 255)
+    b, _ = _read(out / "b.tif")
+    np.testing.assert_array_equal(mosaic[:, 80:], b)  # the later raster is drawn over the earlier one
+    # Per-raster prototypes: the ids of the same ground disagree (what the codebook fixes).
+    out_r = tmp_path / "pred_r"
+    assert cli_main(["predict", str(two_cuts), str(out_r), "--export", str(export_dir), "--no-progress",
+                     "--classes", "raster", "--k", "6"]) == 0
+    assert _overlap_agreement(out_r) < agree - 0.2
+
+
+def test_style_names_and_vector_from_the_cli(export_dir, two_cuts, tmp_path):
+    names = ["water", "forest", "field", "meadow", "road", "roof"]
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
+    out, gpkg = tmp_path / "a_labels.tif", tmp_path / "a.gpkg"
+    assert cli_main(["predict", str(two_cuts / "a.tif"), str(out), "--export", str(export_dir), "--no-progress",
+                     "--class-names", str(tmp_path / "names.txt"), "--vector", str(gpkg)]) == 0
+    labels, _ = _read(out)
+    with rasterio.open(out) as ds:
+        assert ds.descriptions[0] == "segcore classes: codebook, k=6"
+        assert json.loads(ds.tags(1)["class_names"]) == names
+        cmap, transform = ds.colormap(1), ds.transform
+    qml = read_qml_palette(tmp_path / "a_labels.qml")
+    assert {v: label for v, (_, label) in qml.items()} == dict(enumerate(names, start=1))
+    assert all(colour == "#{:02x}{:02x}{:02x}".format(*cmap[v][:3]) for v, (colour, _) in qml.items())
+    meta, _, wkb, (ids, cls_names, _) = pyogrio.raw.read(gpkg)
+    assert meta["crs"] == "EPSG:32633"
+    geoms = shapely.from_wkb(wkb)
+    back = features.rasterize(zip(geoms, ids, strict=True), out_shape=labels.shape, transform=transform, fill=0,
+                              dtype="uint8")
+    np.testing.assert_array_equal(back, labels)
+    assert {names[i - 1] for i in ids} == set(cls_names)
+
+
+def test_class_plan_modes_and_errors(export_dir, tmp_path):
+    model = load_export(export_dir)
+    auto = class_plan(model, export_dir)
+    assert (auto.mode, auto.k, auto.names) == ("codebook", 6, [f"class {i}" for i in range(1, 7)])
+    raster = class_plan(model, export_dir, "raster", 4)
+    assert (raster.mode, raster.codebook, raster.k) == ("raster", None, 4)
+    assert class_plan(model, export_dir, "auto", 4).mode == "raster"  # another k than the codebook's
+    with pytest.raises(ConfigError, match="has k=6"):
+        class_plan(model, export_dir, "codebook", 4)
+    with pytest.raises(ConfigError, match="exactly one name per class"):
+        class_plan(model, export_dir, names=["a", "b"])
+    cfg = Config().replace(**SMALL)
+    plain = export_model(build_segmenter(cfg), cfg, tmp_path / "plain")
+    with pytest.raises(ConfigError, match="has no codebook"):
+        class_plan(load_export(plain), plain, "codebook")
+    assert class_plan(load_export(plain), plain).mode == "raster"
+
+
+def test_champion_is_the_newest_export_and_predict_says_so(export_dir, two_cuts, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work = tmp_path / "work"
+    with pytest.raises(ArtifactError, match="--export DIR"):
+        find_champion(work)
+    cfg = Config().replace(**SMALL)
+    old = export_model(build_segmenter(cfg), cfg, work / "exports" / "run-old")
+    new = export_model(build_segmenter(cfg), cfg, work / "exports" / "run-new")
+    later = time.time() + 5
+    os.utime(new / "meta.json", (later, later))
+    (work / "exports" / "broken").mkdir()  # not an export: ignored
+    assert newest_export(work) == new != old
+    path, why = find_champion(work, tracking_uri="sqlite:///mlflow.db")
+    assert path == new
+    assert "not a tracking server" in why
+    out = tmp_path / "c.tif"
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["predict", str(two_cuts / "a.tif"), str(out), "--work-dir", "work", "--no-progress"]) == 0
+    assert f"using export {os.path.join('work', 'exports', 'run-new')}" in capsys.readouterr().out
+    assert predict_command(new).startswith(f"segcore predict IN.tif OUT.tif --export {new.resolve()}")
