@@ -354,6 +354,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+#: Metres per pixel of the georeferenced synthetic scenes (the default ``data.gsd``).
+SYNTHETIC_GSD = 2.0
+
+
 def write_synthetic_dataset(
     out_dir: str | Path,
     count: int,
@@ -369,14 +373,16 @@ def write_synthetic_dataset(
     ``image,label,split`` (paths relative to ``out_dir``; the last ``round(val_fraction * count)``
     scenes, at least one when ``count >= 2``, are ``val``); ``classes.csv`` has ``id,name``.
     Scene ``i`` uses seed :func:`scene_seed` ``(seed, i)`` and sits at its own origin (scenes are
-    laid out west to east with a 100 m gap, so no two overlap).
+    laid out west to east with a 100 m gap, so no two overlap). Pixels are :data:`SYNTHETIC_GSD`
+    metres: the generator draws its textures at pixel scale, so the scenes say they are at the
+    default working resolution (``data.gsd``) and are read as drawn.
     """
     if count < 1:
         raise ConfigError(f"count={count} must be at least 1 scene")
     out = Path(out_dir)
     h, w = _as_hw(size)
     n_val = min(count - 1, max(1, round(val_fraction * count))) if count >= 2 else 0
-    pixel_size = 0.5
+    pixel_size = SYNTHETIC_GSD
     rows = ["image,label,split"]
     for i in range(count):
         scene = generate_scene((h, w), scene_seed(seed, i))
