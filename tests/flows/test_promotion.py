@@ -1,0 +1,72 @@
+"""The promotion decision (pure) and the registry task that records it (real MLflow store)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from mlflow import MlflowClient
+
+from segcore.promotion import CHALLENGER, CHAMPION, decide, description
+
+LABELLED = dict(labelled=True, margin=0.05, eval_set="check (labelled)")
+
+
+@pytest.mark.parametrize(("mine", "theirs", "alias"), [
+    (0.46, 0.40, CHAMPION),  # gain 0.06 > margin
+    (0.44, 0.40, ""),  # gain 0.04: within the seed spread, champion kept
+    (0.45, 0.40, ""),  # gain exactly the margin is not enough
+    (0.30, 0.40, ""),
+])
+def test_labelled_decision_needs_a_gain_above_the_margin(mine, theirs, alias):
+    d = decide({"val/miou": mine, "champion/val/miou": theirs}, champion_version="3", **LABELLED)
+    assert d.alias == alias
+    assert (d.challenger, d.champion) == (mine, theirs)
+    text = description(d, "4")
+    assert f"v4 {mine:.4f}" in text
+    assert f"champion v3: {theirs:.4f}" in text
+    assert "margin 0.0500" in text
+
+
+def test_first_model_is_champion_and_unlabelled_is_challenger():
+    first = decide({"val/miou": math.nan}, labelled=False, margin=0.05, eval_set="train", champion_version=None)
+    assert first.alias == CHAMPION
+    assert "first model" in first.reason
+    later = decide({"proxy/two_view_consistency": 0.9, "champion/proxy/two_view_consistency": 0.5},
+                   labelled=False, margin=0.05, eval_set="train", champion_version="1")
+    assert later.alias == CHALLENGER  # a better proxy is no reason to promote: it is not shown to track mIoU
+    assert "no label-free criterion" in later.reason
+    assert "0.9000" in description(later, "2")
+    assert "0.5000" in description(later, "2")
+
+
+def test_unscorable_champion_gives_a_challenger():
+    d = decide({"val/miou": 0.9}, champion_version="2", champion_error="ArtifactError: old format", **LABELLED)
+    assert d.alias == CHALLENGER
+    assert "could not be scored" in d.reason
+
+
+def test_promote_task_moves_aliases_and_writes_the_description(orchestration):
+    from tasks.registry import promote, register
+
+    client = MlflowClient()
+    run_id = client.create_run(client.create_experiment("promotion-test")).info.run_id
+    v1 = register("promo-model", f"runs:/{run_id}/export", run_id, {"val/miou": 0.40})
+    assert promote.fn("promo-model", v1, {"val/miou": 0.40}, True, "val (labelled)")["promoted"]
+    v2 = register("promo-model", f"runs:/{run_id}/export", run_id, {"val/miou": 0.43})
+    kept = promote.fn("promo-model", v2, {"val/miou": 0.43, "champion/val/miou": 0.40}, True, "val (labelled)", v1)
+    assert not kept["promoted"]
+    assert client.get_model_version_by_alias("promo-model", "champion").version == v1
+    version = client.get_model_version("promo-model", v2)
+    assert version.description.startswith("Decision: kept champion. val/miou on val (labelled): v2 0.4300, "
+                                          "champion v1: 0.4000; margin 0.0500.")
+    assert version.tags["segcore.promotion"].startswith("not promoted")
+    v3 = register("promo-model", f"runs:/{run_id}/export", run_id, {"val/miou": 0.50})
+    assert promote.fn("promo-model", v3, {"val/miou": 0.50, "champion/val/miou": 0.40}, True, "val", v1)["promoted"]
+    assert client.get_model_version_by_alias("promo-model", "champion").version == v3
+    v4 = register("promo-model", f"runs:/{run_id}/export", run_id, {})
+    out = promote.fn("promo-model", v4, {"proxy/two_view_consistency": 0.8,
+                                         "champion/proxy/two_view_consistency": 0.7}, False, "train", v3)
+    assert out["alias"] == CHALLENGER
+    assert client.get_model_version_by_alias("promo-model", "challenger").version == v4
+    assert client.get_model_version_by_alias("promo-model", "champion").version == v3
