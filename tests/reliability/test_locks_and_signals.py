@@ -27,14 +27,15 @@ HOLD_LOCK = (
 )
 
 
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None, what: str) -> None:
     """Poll ``condition`` while ``proc`` runs (a synchronisation point, not a time limit on segcore)."""
     deadline = time.monotonic() + 600
     while not condition():
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             pytest.fail(f"the child exited ({proc.returncode}) before {what}: {proc.stderr.read()}")
         if time.monotonic() > deadline:
-            proc.kill()
+            if proc is not None:
+                proc.kill()
             pytest.fail(f"gave up waiting for {what}")
         time.sleep(0.05)
 
