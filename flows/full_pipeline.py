@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -206,14 +207,17 @@ def print_summary(summary: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     params = PipelineParams(**vars(args))
+    from prefect.exceptions import TerminationSignal
+
     from segcore.errors import SegcoreError, Terminated
 
     try:
         with signals_raise():  # SIGTERM/SIGINT: runs marked KILLED, Prefect's temporary server stopped
             summary = full_pipeline(params)
-    except Terminated as exc:
-        print(f"full_pipeline: stopped by signal {exc.signum}; the MLflow runs are marked KILLED", file=sys.stderr)
-        return 128 + exc.signum
+    except (Terminated, TerminationSignal) as exc:  # ours outside a flow run, Prefect's inside
+        signum = getattr(exc, "signum", getattr(exc, "signal", signal.SIGTERM))
+        print(f"full_pipeline: stopped by signal {signum}; the MLflow runs are marked KILLED", file=sys.stderr)
+        return 128 + signum
     except SegcoreError as exc:
         print(f"full_pipeline: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

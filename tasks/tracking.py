@@ -19,6 +19,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from prefect.exceptions import ExternalSignal
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ def stage_run(parent_run_id: str, stage: str, tags: dict[str, Any] | None = None
         yield run_id
     except BaseException as exc:
         set_tags(run_id, {"segcore.error": f"{type(exc).__name__}: {exc}"[:5000]})
-        killed = isinstance(exc, KeyboardInterrupt)  # segcore.errors.Terminated (SIGTERM) included
+        # SIGTERM inside a flow run is Prefect's TerminationSignal; Ctrl-C and segcore's Terminated are
+        # KeyboardInterrupts: the run was killed, it did not fail.
+        killed = isinstance(exc, (KeyboardInterrupt, ExternalSignal))
         c.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
         raise
     c.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
