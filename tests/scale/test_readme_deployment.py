@@ -88,7 +88,7 @@ def test_readme_deployment_block_runs_as_a_script(tmp_path):
         out = subprocess.run(["bash", str(script)], cwd=checkout, env=env, capture_output=True, text=True,
                              timeout=600, start_new_session=True)
         assert out.returncode == 0, f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout).group(1)
+        flow_run_id = re.findall(r"UUID: ([0-9a-f-]{36})", out.stdout)[-1]  # the last command's flow run
         _check_deployed_run(prefect_port, mlflow_port, flow_run_id, servers)
     finally:
         for name in ("worker", "mlflow", "prefect"):
