@@ -6,6 +6,7 @@ options (GDAL writes identical bytes for identical arrays), CSV and JSON with st
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -166,14 +167,25 @@ def read_index(shard_dir: Path) -> pd.DataFrame:
 
 
 def published_keys(root: Path) -> dict[str, Path]:
-    """``{build key: shard directory}`` of the published dataset at ``root`` (from each ``shard.json``)."""
+    """``{build key: shard directory}`` of the published dataset at ``root`` (from each ``shard.json``).
+
+    Cached per published manifest (a publish replaces it), so the tasks of a fanned-out build that
+    each reuse one shard read the shard records once per process, not once per shard.
+    """
+    manifest = Path(root) / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns if manifest.is_file() else 0
+    return dict(_published_keys(str(root), stamp))
+
+
+@functools.lru_cache(maxsize=8)
+def _published_keys(root: str, stamp: int) -> tuple[tuple[str, Path], ...]:
     keys: dict[str, Path] = {}
-    for info_file in sorted(root.glob("*/shard-*/shard.json")):
+    for info_file in sorted(Path(root).glob("*/shard-*/shard.json")):
         try:
             keys.setdefault(json.loads(info_file.read_text())["build_key"], info_file.parent)
         except (OSError, ValueError, KeyError):
             continue
-    return keys
+    return tuple(keys.items())
 
 
 def reuse_shard(plan: BuildPlan, shard: ShardSpec, published: dict[str, Path] | None = None) -> ShardResult | None:
