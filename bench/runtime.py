@@ -1,6 +1,7 @@
 """Benchmark: numpy runtime versus torch eager (CPU), and tiled ``segcore predict`` on large rasters.
 
-Run: ``python bench/runtime.py [--threads 2] [--tile 1024] [--predict-side 4096] [--rss-sides 2048,10240]``.
+Run: ``python bench/runtime.py [--threads 2] [--tile 1024] [--predict-side 4096] [--rss-sides 2048,10240]``
+(``--no-onnx`` / ``--no-predict`` skip the codebook engine table / the large-raster table).
 Prints markdown tables (copied into ``docs/benchmarks.md``). Both engines run the same weights (the
 default config, random init), on the same ``tile x tile`` image, with the same thread count, in
 this process; times are the best of ``--repeat`` runs. Peak RSS of ``predict`` is measured in a
@@ -88,6 +89,46 @@ def engine_table(args, export_dir: Path, model) -> list[str]:
     return rows
 
 
+def codebook_table(args, model, cfg, work: Path) -> list[str]:
+    """Codebook inference (fixed head, frozen norms) to labels: onnxruntime vs numpy vs torch, one image."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from segcore.codebook import CodebookRequest, load_codebook
+    from segcore.data.synthetic import generate_scene
+    from segcore.export import export_model
+    from segcore.onnx_export import CodebookSegmenter
+    from segcore.runtime import load_export
+
+    export_dir = export_model(model, cfg, work / "export-onnx", codebook=CodebookRequest(k=args.codebook_k),
+                              onnx=True)
+    nm = load_export(export_dir)
+    cb = load_codebook(export_dir, nm.meta)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
+    sess = ort.InferenceSession(str(export_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    wrapper = CodebookSegmenter(model, cb).eval()
+    image = np.tile(generate_scene(args.tile // 2, 1).image, (2, 2, 1))
+    x = image.transpose(2, 0, 1).astype(np.float32)[None] / np.float32(255.0)
+    xt = torch.from_numpy(x)
+    mp = args.tile * args.tile / 1e6
+    with torch.no_grad():
+        engines = {
+            "onnxruntime (model.onnx)": lambda: sess.run(None, {"image": x})[0][0].argmax(0),
+            "numpy runtime": lambda: nm.assign(nm.embed(image, cb.stats), cb.prototypes, image.shape[:2])[1],
+            "torch eager (the wrapper ONNX is exported from)": lambda: wrapper(xt)[0].argmax(0),
+        }
+        labels = {name: fn() for name, fn in engines.items()}  # warm up, and the agreement column
+        ref = labels["numpy runtime"]
+        rows = [f"| engine (codebook k={args.codebook_k}, {args.tile} px, labels) | MP/s | pixels differing "
+                "from numpy |", "|---|---|---|"]
+        for name, fn in engines.items():
+            t = best_of(fn, args.repeat)
+            rows.append(f"| {name} | {mp / t:.2f} | {int((np.asarray(labels[name]) != ref).sum())} |")
+    return rows
+
+
 def predict_table(args, export_dir: Path, work: Path) -> list[str]:
     rows = ["| raster | tiles | wall s | MP/s | peak RSS (MiB) |", "|---|---|---|---|---|"]
     sides = [args.predict_side] + [int(s) for s in args.rss_sides.split(",") if s]
@@ -112,6 +153,9 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--predict-side", type=int, default=4096)
     p.add_argument("--rss-sides", default="2048,10240")
+    p.add_argument("--codebook-k", type=int, default=8, help="classes of the codebook in the ONNX table")
+    p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime / numpy / torch codebook table")
+    p.add_argument("--no-predict", action="store_true", help="skip the large-raster predict table")
     args = p.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -133,8 +177,12 @@ def main() -> int:
         print(f"## Numpy runtime vs torch eager: {args.tile} x {args.tile} image, {args.threads} threads, "
               f"default config (embed_dim {cfg.model.embed_dim}, max_k {cfg.model.max_k})\n")
         print("\n".join(engine_table(args, export_dir, model)) + "\n")
-        print(f"## segcore predict (numpy, tile {args.tile}, k=16), one child process per raster\n")
-        print("\n".join(predict_table(args, export_dir, work)))
+        if not args.no_onnx:
+            print(f"## Codebook inference: onnxruntime / numpy / torch, {args.threads} threads, one run\n")
+            print("\n".join(codebook_table(args, model, cfg, work)) + "\n")
+        if not args.no_predict:
+            print(f"## segcore predict (numpy, tile {args.tile}, k=16), one child process per raster\n")
+            print("\n".join(predict_table(args, export_dir, work)))
     return 0
 
 
