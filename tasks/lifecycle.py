@@ -13,6 +13,10 @@
   host that no longer exists is marked ``KILLED`` with a ``segcore.killed_reason`` tag, and so are
   its ``RUNNING`` stage runs; the new run's summary lists them. Runs owned by another host are
   left alone (their process cannot be checked from here).
+* **Resume.** The train stage of the next run continues from the last checkpoint of the latest
+  KILLED train run whose config and dataset are unchanged (:func:`resumable_checkpoint`) instead
+  of starting at step 0, and records ``segcore.resumed_from`` (that run's id) and
+  ``segcore.resumed_step`` on its MLflow run.
 """
 
 from __future__ import annotations
@@ -113,3 +117,29 @@ def signals_raise() -> Iterator[None]:
 
     with terminate_raises((signal.SIGTERM, signal.SIGINT)):
         yield
+
+
+def resumable_checkpoint(experiment_id: str, config: dict, dataset_digest: str) -> tuple[str, Path, int] | None:
+    """The latest KILLED train run of ``experiment_id`` this training can continue: same dataset
+    digest, a checkpoint still in its run directory (``<train.out_dir>/<run id>``) whose recorded
+    config equals ``config``. ``(run id, checkpoint, step)`` or ``None``.
+    """
+    from segcore.checkpoint import load_checkpoint
+    from segcore.config import Config
+    from segcore.errors import ArtifactError
+
+    cfg = Config.from_dict(config)
+    runs = tracking.client().search_runs(
+        [experiment_id], filter_string=f"tags.`{tracking.STAGE_TAG}` = 'train' and attributes.status = 'KILLED'",
+        order_by=["attributes.start_time DESC"], max_results=20)
+    for run in runs:
+        ckpt = Path(cfg.train.out_dir) / run.info.run_id / "checkpoints" / "last.pt"
+        if run.data.tags.get("segcore.dataset.digest") != dataset_digest or not ckpt.is_file():
+            continue
+        try:
+            state = load_checkpoint(ckpt)
+        except ArtifactError:
+            continue
+        if Config.from_dict(state["config"]).hash() == cfg.hash():
+            return run.info.run_id, ckpt, int(state["step"])
+    return None

@@ -33,9 +33,9 @@ def store(tmp_path: Path) -> tuple[dict[str, str], MlflowClient]:
     return env, MlflowClient(env["MLFLOW_TRACKING_URI"])
 
 
-def _start(tmp_path: Path, env: dict[str, str], steps: int) -> subprocess.Popen:
+def _start(tmp_path: Path, env: dict[str, str], steps: int, *overrides: str) -> subprocess.Popen:
     argv = [sys.executable, str(REPO / "flows" / "full_pipeline.py"), "--work-dir", str(tmp_path / "work"),
-            "--steps", str(steps), *TINY]
+            "--steps", str(steps), *TINY, *overrides]
     return subprocess.Popen(argv, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -75,10 +75,10 @@ def test_sigterm_marks_runs_killed_and_stops_the_prefect_server(tmp_path: Path, 
     wait_for(lambda: _gone(children), None, "the Prefect server and every other child stopped")  # no orphans
 
 
-def test_after_sigkill_the_next_run_marks_the_stale_runs_killed(tmp_path: Path, store) -> None:
+def test_after_sigkill_the_next_run_marks_stale_runs_killed_and_resumes_training(tmp_path: Path, store) -> None:
     env, client = store
-    proc = _start(tmp_path, env, steps=100_000)
-    wait_for(lambda: _training(client), proc, "training started")
+    proc = _start(tmp_path, env, 200, "train.checkpoint_every=10")
+    wait_for(lambda: any((tmp_path / "work" / "runs").glob("*/checkpoints/last.pt")), proc, "a checkpoint was written")
     children = _descendants(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -86,7 +86,7 @@ def test_after_sigkill_the_next_run_marks_the_stale_runs_killed(tmp_path: Path, 
         child.kill()
     killed = {r.data.tags["segcore.stage"]: r.info.run_id for r in _runs(client) if r.info.status == "RUNNING"}
     assert {"pipeline", "train"} <= set(killed)  # a SIGKILL leaves them RUNNING ...
-    second = _start(tmp_path, env, steps=2)
+    second = _start(tmp_path, env, 200, "train.checkpoint_every=10")  # same config and data
     out, err = second.communicate(timeout=900)
     assert second.returncode == 0, err
     assert "stale runs" in out
@@ -98,3 +98,10 @@ def test_after_sigkill_the_next_run_marks_the_stale_runs_killed(tmp_path: Path, 
         assert f"process {proc.pid} on " in reason
         assert "is gone" in reason
     assert all(r.info.status != "RUNNING" for r in _runs(client))
+    new_train = next(r for r in _runs(client) if r.data.tags.get("segcore.stage") == "train"
+                     and r.info.status == "FINISHED")
+    assert new_train.data.tags["segcore.resumed_from"] == killed["train"]  # lineage says where it continued
+    assert int(new_train.data.tags["segcore.resumed_step"]) >= 10  # from the checkpoint, not from step 0
+    steps = [m.step for m in client.get_metric_history(new_train.info.run_id, "train/total")]
+    assert steps
+    assert min(steps) > int(new_train.data.tags["segcore.resumed_step"])  # no step before it was trained again
