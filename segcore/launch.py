@@ -18,14 +18,15 @@ from segcore.training import FitResult, fit
 
 
 def run_training(cfg: Config, run_dir: str | Path, *, logger: TrainLogger | None = None, logger_spec: str = "",
-                 logger_arg: str = "", progress: bool = True) -> FitResult:
-    """Train ``cfg`` into ``run_dir`` (one process, or ``cfg.train.nproc`` under torchrun)."""
+                 logger_arg: str = "", progress: bool = True, resume: str | Path | None = None) -> FitResult:
+    """Train ``cfg`` into ``run_dir`` (one process, or ``cfg.train.nproc`` under torchrun), continuing
+    from checkpoint ``resume`` when given."""
     run_dir = Path(run_dir)
     if cfg.train.nproc <= 1:
-        return fit(cfg, run_dir, logger=logger, progress=progress)
+        return fit(cfg, run_dir, logger=logger, progress=progress, resume=resume)
     from segcore.distributed import launch_torchrun
 
-    code = launch_torchrun(cfg, run_dir, logger=logger_spec, logger_arg=logger_arg)
+    code = launch_torchrun(cfg, run_dir, logger=logger_spec, logger_arg=logger_arg, resume=resume)
     if code != 0:
         raise TrainingError(f"torchrun with {cfg.train.nproc} processes exited with {code}; its ranks' "
                             f"output above says why (run directory {run_dir})")
