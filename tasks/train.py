@@ -24,6 +24,7 @@ def train(config: dict[str, Any], parent_run_id: str, manifest_uri: str, warm_st
     the checkpoint. ``warm_start_uri``: a checkpoint whose weights start training (lineage tag)."""
     from segcore.launch import run_training
     from segcore.lineage import dataset_record, shard_root
+    from tasks.lifecycle import resumable_checkpoint
 
     tags = {"segcore.input_run_id": tracking.run_of(manifest_uri), "segcore.manifest_uri": manifest_uri,
             "segcore.warm_start_uri": warm_start_uri}
@@ -39,8 +40,13 @@ def train(config: dict[str, Any], parent_run_id: str, manifest_uri: str, warm_st
         tracking.log_dataset_input(run_id, record)
         tracking.set_tags(run_id, record.as_tags())
         run_dir = Path(cfg.train.out_dir) / run_id
+        # A killed run with this config and data continues from its last checkpoint (tasks.lifecycle).
+        experiment = tracking.client().get_run(run_id).info.experiment_id
+        resumed = resumable_checkpoint(experiment, cfg.to_dict(), record.digest)
+        if resumed is not None:
+            tracking.set_tags(run_id, {"segcore.resumed_from": resumed[0], "segcore.resumed_step": resumed[2]})
         result = run_training(cfg, run_dir, logger=tracking.MlflowTrainLogger(run_id), logger_spec=LOGGER_SPEC,
-                              logger_arg=run_id)
+                              logger_arg=run_id, resume=resumed[1] if resumed is not None else None)
         tracking.log_metrics(run_id, {"best_loss": result.best_loss, "best_step": result.best_step,
                                       "images_per_s": result.images_per_s, "train/nproc": cfg.train.nproc},
                              step=result.step)
