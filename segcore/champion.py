@@ -70,8 +70,8 @@ def _get_json(url: str) -> dict:
         raise ArtifactError(f"tracking server: {url} is not reachable ({exc})") from exc
 
 
-def _api(base: str, path: str, **params: str) -> dict:
-    return _get_json(f"{base.rstrip('/')}/api/2.0/{path}?{urllib.parse.urlencode(params)}")
+def _api(base: str, endpoint: str, **params: str) -> dict:
+    return _get_json(f"{base.rstrip('/')}/api/2.0/{endpoint}?{urllib.parse.urlencode(params)}")
 
 
 def _download_run_dir(base: str, run_id: str, path: str, dst: Path) -> None:
