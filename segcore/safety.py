@@ -185,10 +185,11 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: str | Path, what: str, doing: str = "written") -> Iterator[Path]:
+def exclusive_lock(lock_path: str | Path, what: str, doing: str = "written", wait: bool = False) -> Iterator[Path]:
     """Hold an exclusive lock on ``lock_path`` (created) while the block runs.
 
-    Raises :class:`BusyError` at once, naming the holder's PID, when another process holds it.
+    Raises :class:`BusyError` at once, naming the holder's PID, when another process holds it;
+    with ``wait=True`` blocks in the kernel until the holder releases it (or dies) instead.
     ``what`` names the locked thing in that message (e.g. ``"dataset data/processed/city"``) and
     ``doing`` what its holder does to it (``"built"``: "... is being built by PID 1234").
     The lock file stays (removing it could let two writers lock two different files).
@@ -200,7 +201,7 @@ def exclusive_lock(lock_path: str | Path, what: str, doing: str = "written") -> 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise BusyError(f"{what} is being {doing} by PID {_holder(fd)} (lock {path}); wait for it to finish "
                             "or stop that process, then run again") from None

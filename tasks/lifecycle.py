@@ -143,3 +143,30 @@ def resumable_checkpoint(experiment_id: str, config: dict, dataset_digest: str) 
         if Config.from_dict(state["config"]).hash() == cfg.hash():
             return run.info.run_id, ckpt, int(state["step"])
     return None
+
+
+@contextlib.contextmanager
+def registry_lock(model_name: str) -> Iterator[None]:
+    """Serialise alias moves of ``model_name`` among the pipelines of this machine: a kernel file lock
+    (keyed on the tracking URI and the model name, in the temp directory); waits for the holder."""
+    import hashlib
+    import tempfile
+
+    from segcore.safety import exclusive_lock
+
+    key = hashlib.sha256(f"{tracking.client().tracking_uri}\n{model_name}".encode()).hexdigest()[:16]
+    with exclusive_lock(Path(tempfile.gettempdir()) / f"segcore-registry-{key}.lock", f"registered model "
+                        f"{model_name}", doing="promoted", wait=True):
+        yield
+
+
+def champion_now(model_name: str) -> str:
+    """The version the ``champion`` alias points at now ("" when none)."""
+    from mlflow.exceptions import MlflowException
+
+    from segcore.promotion import CHAMPION
+
+    try:
+        return str(tracking.client().get_model_version_by_alias(model_name, CHAMPION).version)
+    except MlflowException:
+        return ""
