@@ -53,13 +53,21 @@ def promote(model_name: str, version: str, metrics: dict[str, float], labelled: 
             champion_version: str = "", champion_error: str = "", margin: float = 0.05) -> dict[str, Any]:
     """Decide on ``version`` from both models' scores on the same set, move the alias it earns, and
     write the decision with both scores into the version's description and its tags."""
+    from dataclasses import replace
+
     from segcore.promotion import CHALLENGER, decide, description
+    from tasks.lifecycle import champion_now, registry_lock
 
     d = decide(metrics, labelled=labelled, margin=margin, eval_set=eval_set,
                champion_version=champion_version or None, champion_error=champion_error)
     c = tracking.client()
-    if d.alias:
-        c.set_registered_model_alias(model_name, d.alias, version)
+    with registry_lock(model_name):  # another pipeline may have moved the alias since this one compared
+        now = champion_now(model_name)
+        if d.promoted and now != str(champion_version or ""):
+            d = replace(d, alias="", reason=f"not promoted: {d.reason}; but champion v{now} was promoted by "
+                                            "another run after this comparison: re-run to compare with it")
+        if d.alias:
+            c.set_registered_model_alias(model_name, d.alias, version)
     c.update_model_version(model_name, version, description=description(d, version))
     for key, value in {DECISION_TAG: d.reason, "segcore.decision": d.outcome, "segcore.decision.metric": d.metric,
                        "segcore.decision.challenger": repr(d.challenger), "segcore.decision.champion":
