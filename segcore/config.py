@@ -189,8 +189,8 @@ class PredictConfig:
     region_m: float = _f(0.0, "region vote: side in metres of the superpixels whose cells share their mean "
                               "cluster probabilities (0: off); see segcore.regions")
     region_compactness: float = _f(0.1, "region vote: colour distance (0..1 RGB) worth one region side")
-    classes: str = _f("auto", "ids: codebook (the export's dataset codebook, same ids in every raster) | raster "
-                              "(prototypes fitted per raster) | auto (codebook when the export has one)")
+    classes: str = _f("auto", "ids: codebook (the export's dataset codebook, same ids in every raster), raster "
+                              "(prototypes fitted per raster), or auto (codebook when the export has one)")
     class_names: tuple[str, ...] = _f((), "names of classes 1..k (default: the export's, else class 1..k)")
     overviews: bool = _f(False, "build internal overviews in prediction GeoTIFFs")
     vector_min_area: float = _f(0.0, "--vector: regions smaller than this (square map units) join a neighbour")
