@@ -51,7 +51,8 @@ class CodebookRequest:
     """How to fit a codebook at export time.
 
     Args:
-        k: prototypes (classes) in the codebook, ``1..255`` (independent of the head's ``max_k``).
+        k: prototypes (classes) in the codebook, ``1..255`` (independent of the head's ``max_k``);
+            0: one per class name when names are given, else :data:`DEFAULT_K`.
         seed: seed of the window sampling and of the k-means++ seeding.
         windows: sample windows embedded jointly (they also give the frozen norm statistics).
         side: side of a sample window in pixels (a multiple of 4).
@@ -63,7 +64,7 @@ class CodebookRequest:
         class_names: names of classes ``1..k`` (default ``class 1`` .. ``class k``).
     """
 
-    k: int = DEFAULT_K
+    k: int = 0
     seed: int = 0
     windows: int = 48
     side: int = 256

@@ -9,13 +9,21 @@ at the working resolution the model was trained at, and ``description`` a short 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from segcore.codebook import Codebook, CodebookRequest, fit_codebook, resolve_class_names, window_origins
+from segcore.codebook import (
+    DEFAULT_K,
+    Codebook,
+    CodebookRequest,
+    fit_codebook,
+    resolve_class_names,
+    window_origins,
+)
 from segcore.config import Config, DataConfig
 from segcore.errors import ArtifactError, SegcoreError
 from segcore.runtime import NumpyModel
@@ -127,11 +135,14 @@ def export_codebook(meta: dict, arrays: dict[str, np.ndarray], cfg: Config, req:
     """Fit the codebook of an export being written: ``(codebook.npz arrays, codebook)``.
 
     Runs the numpy runtime on the export's own ``meta``/``arrays`` (the exact path ``segcore
-    predict`` runs) and adds ``meta["codebook"]`` (the fit record) and ``meta["class_names"]``.
+    predict`` runs) and adds ``meta["codebook"]`` (the fit record) and ``meta["class_names"]``
+    (``req.class_names``, else the config's ``predict.class_names``, else ``class 1..k``).
     """
+    names = tuple(req.class_names or cfg.predict.class_names)
+    req = replace(req, k=req.k or len(names) or DEFAULT_K)
     model = NumpyModel(meta, arrays)
     windows, source = sample_windows(cfg, req)
     codebook = fit_codebook(model, windows, req, source)
     meta["codebook"] = codebook.record
-    meta["class_names"] = resolve_class_names(req.class_names, req.k)
+    meta["class_names"] = resolve_class_names(names, req.k)
     return codebook.arrays(), codebook

@@ -150,3 +150,34 @@ def test_class_names_files_and_checks(tmp_path):
         resolve_class_names(["a", "b"], 3)
     with pytest.raises(ValueError, match="distinct"):
         resolve_class_names(["a", "a"], 2)
+
+
+def test_k_follows_the_class_names_and_the_config_key(tmp_path):
+    names = ("water", "forest", "field")
+    out = _export(tmp_path / "a", req=CodebookRequest(windows=4, class_names=names))
+    meta = read_meta(out)
+    assert meta["codebook"]["k"] == 3
+    assert meta["class_names"] == list(names)
+    cfg_names = _export(tmp_path / "b", req=CodebookRequest(windows=4), **{"predict.class_names": names})
+    assert read_meta(cfg_names)["class_names"] == list(names)
+    assert read_meta(_export(tmp_path / "c", req=CodebookRequest(windows=4)))["codebook"]["k"] == 8
+
+
+def test_cli_export_with_class_names_and_without_codebook(tmp_path, capsys):
+    from segcore.checkpoint import save_checkpoint
+    from segcore.cli.main import main as cli_main
+
+    cfg = Config().replace(**SMALL)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "last.pt", {"model": build_segmenter(cfg).state_dict(),
+                                                   "config": cfg.to_dict(), "step": 0})
+    (tmp_path / "names.txt").write_text("water\nforest\nfield\nroad\n")
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "e1"),
+                     "--class-names", str(tmp_path / "names.txt")]) == 0
+    assert "codebook k=4 (water, forest, field, road)" in capsys.readouterr().out
+    assert read_meta(tmp_path / "e1")["codebook"]["source"].startswith("synthetic")
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "e2"), "--no-codebook"]) == 0
+    assert not (tmp_path / "e2" / "codebook.npz").exists()
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "e3"), "--codebook-k", "3",
+                     "--class-names", str(tmp_path / "names.txt")]) == 2  # 4 names for 3 classes
+    assert "exactly one name per class" in capsys.readouterr().err

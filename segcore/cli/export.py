@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", metavar="ID", help="source run id recorded in meta.json (e.g. the MLflow run)")
     parser.add_argument("--metrics", metavar="JSON", help="evaluation metrics.json to copy into the export")
     parser.add_argument("--codebook-k", type=int, default=None, metavar="K",
-                        help="classes of the dataset codebook fitted at export (default 8, see docs/export-format.md)")
+                        help="classes of the dataset codebook fitted at export (default: one per --class-names "
+                             "name, else 8; see docs/export-format.md)")
     parser.add_argument("--codebook-data", metavar="SRC", default="auto",
                         help="what the codebook is fitted on: auto (the training shards, else the config's rasters, "
                              "else synthetic scenes), shards, synthetic, or rasters (file, directory, glob, CSV)")
@@ -48,15 +49,17 @@ def run(args: argparse.Namespace) -> int:
         require_onnx()
     out = export_checkpoint(args.checkpoint, args.out, run_id=args.run_id, eval_metrics=metrics,
                             codebook=codebook, onnx=args.onnx)
-    print(f"exported {args.checkpoint} to {out}" + ("" if codebook is None else f" (codebook k={codebook.k})")
-          + (", model.onnx" if args.onnx else ""))
+    meta = json.loads((Path(out) / "meta.json").read_text())
+    extras = [f"codebook k={meta['codebook']['k']} ({', '.join(meta['class_names'])})"] if codebook else []
+    extras += ["model.onnx"] if args.onnx else []
+    print(f"exported {args.checkpoint} to {out}" + (f": {'; '.join(extras)}" if extras else ""))
     return 0
 
 
 def codebook_request(args: argparse.Namespace):
     """The :class:`~segcore.codebook.CodebookRequest` of the ``--codebook-*`` and ``--class-names`` flags."""
-    from segcore.codebook import DEFAULT_K, CodebookRequest, read_class_names
+    from segcore.codebook import CodebookRequest, read_class_names
 
     names = tuple(read_class_names(args.class_names)) if args.class_names else ()
-    k = args.codebook_k or (len(names) if names else DEFAULT_K)
-    return CodebookRequest(k=k, seed=args.codebook_seed, source=args.codebook_data, class_names=names)
+    return CodebookRequest(k=args.codebook_k or 0, seed=args.codebook_seed, source=args.codebook_data,
+                           class_names=names)
