@@ -24,14 +24,13 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows.build_shards_flow import build_shards_fanout
-from segcore.config import load_config
 from tasks.build_shards import build_shards
 from tasks.evaluate import evaluate
 from tasks.export import export
 from tasks.lifecycle import mark_stale_runs, signals_raise, status_for
 from tasks.pipeline import (
-    data_config,
     finish_pipeline_run,
+    pipeline_config,
     prepare_default_data,
     publish_summary,
     start_pipeline_run,
@@ -79,8 +78,8 @@ def dataset_name(p: PipelineParams) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name).lstrip(".-") or "default"
 
 
-def resolve_config(p: PipelineParams, data: str) -> dict[str, Any]:
-    """The segcore config of this run: defaults, the config file, the parameters, the overrides."""
+def config_flags(p: PipelineParams, data: str) -> dict[str, Any]:
+    """The config keys the parameters set (applied over the config file, under the overrides)."""
     work = Path(p.work_dir).resolve()
     flags: dict[str, Any] = {
         "data.manifest": data if data.endswith(".csv") else "",
@@ -92,10 +91,15 @@ def resolve_config(p: PipelineParams, data: str) -> dict[str, Any]:
     given = {"train.steps": p.steps, "train.batch_size": p.batch_size, "data.patch_sizes": p.patch_sizes,
              "train.seed": p.seed, "aug.seed": p.seed}
     flags.update({k: v for k, v in given.items() if v is not None})
-    config_file = Path(p.config_file) if p.config_file else None
-    if config_file is not None and not config_file.is_absolute():
-        config_file = REPO_ROOT / config_file
-    return load_config(config_file, flags=flags, overrides=p.overrides).to_dict()
+    return flags
+
+
+def config_file(p: PipelineParams) -> str:
+    """``p.config_file`` as an absolute path (relative ones are relative to the repository)."""
+    if not p.config_file:
+        return ""
+    path = Path(p.config_file)
+    return str(path if path.is_absolute() else REPO_ROOT / path)
 
 
 @flow(name="segcore-full-pipeline", log_prints=True)
@@ -108,10 +112,10 @@ def full_pipeline(params: PipelineParams | None = None) -> dict[str, Any]:
     stages: dict[str, dict[str, Any]] = {}
     try:
         # Phase 0: data (the embedded default unless --data is given), config, parent run, champion.
-        base = resolve_config(p, "")
+        base = pipeline_config(config_file(p), config_flags(p, ""), p.overrides)
         data = p.data or prepare_default_data(str(work / "default-data"), base["data"]["synthetic_count"],
                                               base["data"]["synthetic_size"], base["train"]["seed"])
-        config = data_config(resolve_config(p, data))
+        config = pipeline_config(config_file(p), config_flags(p, data), p.overrides)
         parent = start_pipeline_run(p.experiment, str(work / "mlartifacts"), p.model_dump(), config, flow_run.id)
         stale = mark_stale_runs(parent)  # RUNNING runs of killed (SIGKILL) pipelines -> KILLED
         champion = find_champion(p.model_name)

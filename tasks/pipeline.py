@@ -45,13 +45,16 @@ def finish_pipeline_run(run_id: str, status: str, error: str = "") -> None:
     tracking.client().set_terminated(run_id, status)
 
 
-@task(name="data_config")
-def data_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with the hold-out policy for these inputs applied (no labels: nothing held out)."""
-    from segcore.config import Config
+@task(name="pipeline_config")
+def pipeline_config(config_file: str, flags: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """segcore's config for this run (defaults, file, flags, overrides), with the hold-out policy for
+    its inputs applied when they are named (no labels: nothing held out of training)."""
+    from segcore.config import load_config
     from segcore.eval_plan import training_holdout
 
-    return training_holdout(Config.from_dict(config)).to_dict()
+    cfg = load_config(config_file or None, flags=flags, overrides=overrides)
+    named = cfg.data.manifest or cfg.data.raster_paths
+    return (training_holdout(cfg) if named else cfg).to_dict()
 
 
 @task(name="prepare_default_data", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_on_io)

@@ -147,8 +147,8 @@ def run_of(uri: str) -> str:
 
 def log_dataset_input(run_id: str, record) -> None:
     """Log a :class:`segcore.lineage.DatasetRecord` as the run's training dataset input."""
-    from mlflow.data.sources import LocalArtifactDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
     from mlflow.entities import DatasetInput, InputTag
 
     source = LocalArtifactDatasetSource(Path(record.root).as_uri())
