@@ -75,6 +75,39 @@ def score_pair(challenger: Any, champion: Any | None, data: EvalData, cfg: Confi
     return metrics
 
 
+@dataclass(frozen=True)
+class ShardScores:
+    """:func:`score_on_shards`'s result: the evaluation set, both models' metrics, and why the
+    champion could not be scored (``""`` when it was, or when there is none)."""
+
+    plan: Any  # segcore.eval_plan.EvalPlan
+    metrics: dict[str, float]
+    champion_error: str
+
+
+def score_on_shards(root: str | Path, challenger: Any, champion: Any | None, cfg: Config,
+                    out_dir: str | Path) -> ShardScores:
+    """Pick the evaluation set of the shard dataset at ``root`` (:func:`segcore.eval_plan.plan_evaluation`)
+    and :func:`score_pair` both models on it (the RGB k-means baseline too when it is labelled).
+
+    A champion whose export cannot be scored (an older export format, a corrupt file) does not
+    stop the run: the challenger is scored alone and the error is returned for the decision.
+    """
+    from segcore.errors import SegcoreError
+    from segcore.eval_plan import eval_data, plan_evaluation
+
+    plan = plan_evaluation(root, cfg)
+    try:
+        metrics = score_pair(challenger, champion, eval_data(root, plan, cfg), cfg, out_dir, baseline=plan.labelled)
+        return ShardScores(plan, metrics, "")
+    except (SegcoreError, OSError, KeyError, ValueError) as exc:
+        if champion is None:
+            raise
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    metrics = score_pair(challenger, None, eval_data(root, plan, cfg), cfg, out_dir, baseline=plan.labelled)
+    return ShardScores(plan, metrics, error)
+
+
 def decide(metrics: dict[str, float], *, labelled: bool, margin: float, eval_set: str,
            champion_version: str | None, champion_error: str = "") -> Decision:
     """The decision for a new version from :func:`score_pair`'s metrics (see the module docstring).

@@ -23,9 +23,8 @@ def evaluate(config: dict[str, Any], parent_run_id: str, checkpoint_uri: str, ma
     labelled, ``metrics_uri`` (the challenger's ``metrics.json``) and ``champion_error`` when the
     champion's export could not be scored.
     """
-    from segcore.eval_plan import eval_data, plan_evaluation
     from segcore.lineage import shard_root
-    from segcore.promotion import score_pair
+    from segcore.promotion import score_on_shards
 
     cfg = Config.from_dict(config)
     tags = {"segcore.input_run_id": tracking.run_of(checkpoint_uri), "segcore.checkpoint_uri": checkpoint_uri,
@@ -33,22 +32,12 @@ def evaluate(config: dict[str, Any], parent_run_id: str, checkpoint_uri: str, ma
     with tracking.stage_run(parent_run_id, "evaluate", tags) as run_id, \
             tempfile.TemporaryDirectory(prefix="segcore-eval-") as tmp:
         root = shard_root(cfg, tracking.fetch(manifest_uri, Path(tmp) / "manifest"))
-        plan = plan_evaluation(root, cfg)
-        tracking.set_tags(run_id, {"segcore.eval_split": plan.split, "segcore.eval_set": plan.describe(),
-                                   "segcore.labelled": plan.labelled})
         checkpoint = tracking.fetch(checkpoint_uri, Path(tmp) / "ckpt")
-        champion, champion_error = None, ""
-        if champion_export_uri:
-            champion = tracking.fetch(champion_export_uri, Path(tmp) / "champion-export")
-        try:
-            metrics = score_pair(checkpoint, champion, eval_data(root, plan, cfg), cfg, Path(tmp) / "out",
-                                 baseline=plan.labelled)
-        except Exception as exc:  # the champion's export may predate a format change: score the new model alone
-            if champion is None:
-                raise
-            champion_error = f"{type(exc).__name__}: {exc}"[:500]
-            metrics = score_pair(checkpoint, None, eval_data(root, plan, cfg), cfg, Path(tmp) / "out",
-                                 baseline=plan.labelled)
+        champion = tracking.fetch(champion_export_uri, Path(tmp) / "champion") if champion_export_uri else None
+        scored = score_on_shards(root, checkpoint, champion, cfg, Path(tmp) / "out")
+        plan, metrics, champion_error = scored.plan, scored.metrics, scored.champion_error
+        tracking.set_tags(run_id, {"segcore.eval_split": plan.split, "segcore.eval_set": plan.describe(),
+                                   "segcore.labelled": plan.labelled, "segcore.champion_error": champion_error})
         tracking.log_metrics(run_id, metrics)
         c = tracking.client()
         for part in ("eval", "champion", "baseline"):

@@ -70,3 +70,56 @@ def test_promote_task_moves_aliases_and_writes_the_description(orchestration):
     assert out["alias"] == CHALLENGER
     assert client.get_model_version_by_alias("promo-model", "challenger").version == v4
     assert client.get_model_version_by_alias("promo-model", "champion").version == v3
+
+
+@pytest.fixture(scope="module")
+def shards_and_checkpoint(tmp_path_factory):
+    """Shards of 3 labelled synthetic scenes (train + check) and a 2-step checkpoint trained on them."""
+    from segcore.config import load_config
+    from segcore.data.shards import build_shards
+    from segcore.data.synthetic import write_synthetic_dataset
+    from segcore.training import fit
+
+    tmp = tmp_path_factory.mktemp("pair")
+    data = write_synthetic_dataset(tmp / "scenes", count=3, size=128, seed=3)
+    rows = (data / "manifest.csv").read_text().splitlines()
+    manifest = data / "check.csv"
+    manifest.write_text("\n".join([rows[0], *[r.rsplit(",", 1)[0] + ",train" for r in rows[1:3]],
+                                   rows[3].rsplit(",", 1)[0] + ",check"]) + "\n")
+    cfg = load_config(overrides=[f"data.manifest={manifest}", f"data.processed_root={tmp / 'processed'}",
+                                 "data.dataset=pair", "data.tile_size=128", "data.slic_region_size=16",
+                                 "data.source=shards", "data.patch_sizes=64", "train.steps=2", "train.batch_size=2",
+                                 "eval.num_overlays=0"])
+    root = build_shards(cfg, progress=False).root
+    run = fit(cfg, tmp / "run", progress=False)
+    return cfg, root, run.checkpoint
+
+
+def test_challenger_and_champion_scored_on_the_same_check_tiles(shards_and_checkpoint, tmp_path):
+    from segcore.export import export_checkpoint
+    from segcore.promotion import score_on_shards
+
+    cfg, root, checkpoint = shards_and_checkpoint
+    champion = export_checkpoint(checkpoint, tmp_path / "export", codebook=None)
+    scored = score_on_shards(root, checkpoint, champion, cfg, tmp_path / "out")
+    assert scored.plan.split == "check"
+    assert scored.plan.labelled
+    assert scored.champion_error == ""
+    m = scored.metrics
+    assert m["val/images"] == m["champion/val/images"] == 1
+    # The same weights, once as a checkpoint (torch) and once as an export (numpy runtime).
+    assert m["champion/val/miou"] == pytest.approx(m["val/miou"], abs=0.02)
+    assert "baseline/kmeans_rgb/miou" in m
+
+
+def test_an_unreadable_champion_export_is_reported_not_fatal(shards_and_checkpoint, tmp_path):
+    from segcore.promotion import score_on_shards
+
+    cfg, root, checkpoint = shards_and_checkpoint
+    broken = tmp_path / "broken-export"
+    broken.mkdir()
+    (broken / "meta.json").write_text("{not json")
+    scored = score_on_shards(root, checkpoint, broken, cfg, tmp_path / "out")
+    assert scored.champion_error
+    assert "val/miou" in scored.metrics
+    assert not any(k.startswith("champion/") for k in scored.metrics)
