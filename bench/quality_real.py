@@ -82,30 +82,32 @@ def train(root: Path, out: Path, seed: int, source_gsd: float, overrides: list[s
     return Path(result.checkpoint), built, time.perf_counter() - t0
 
 
-def score(root: Path, pred_dir: Path, k: int, seed: int, model=None, data_cfg=None) -> dict[str, dict]:
-    # data_cfg: the resolved Config (its data and predict sections are used)
-    """Predict (when ``model``) and score every image; RGB and SLIC k-means on the same pixels."""
+def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: list[float]) -> dict[str, dict]:
+    """Predict with ``model`` (once per region size in ``regions``, metres; ``cfg``: the resolved
+    Config, its data and predict sections are used) and score every image; RGB and SLIC k-means
+    on the same pixels."""
     c = num_classes(root)
-    conf = {name: np.zeros((c + 1, c + 1), np.int64) for name in ("segcore", "rgb", "slic")}
-    predict_s, megapixels = 0.0, 0.0
+    names = [f"segcore@{r:g}" for r in regions]
+    conf = {name: np.zeros((c + 1, c + 1), np.int64) for name in (*names, "rgb", "slic")}
+    timing = {name: [0.0, 0.0] for name in names}  # seconds, megapixels
     for image, label in read_pairs(root):
-        out = pred_dir / f"{image.stem}.tif"
-        if model is not None:
-            t0 = time.perf_counter()
-            res = predict_raster(image, out, model, k, data_cfg=data_cfg.data, progress=False,
-                                 region_m=data_cfg.predict.region_m,
-                                 region_compactness=data_cfg.predict.region_compactness)
-            predict_s += time.perf_counter() - t0
-            megapixels += res.width * res.height / 1e6
         with rasterio.open(label) as ds:
             s = max(1, math.ceil(max(ds.width, ds.height) / MAX_SIDE))
         target = strided(label, s, 1).astype(np.int64)
+        for name, region in zip(names, regions, strict=True):
+            out = pred_dir / f"{image.stem}-r{region:g}.tif"
+            t0 = time.perf_counter()
+            res = predict_raster(image, out, model, k, data_cfg=cfg.data, progress=False, region_m=region,
+                                 region_compactness=cfg.predict.region_compactness)
+            timing[name][0] += time.perf_counter() - t0
+            timing[name][1] += res.width * res.height / 1e6
+            conf[name] += matched_confusion(strided(out, s, 1).astype(np.int64), target, c)
         rgb = np.ascontiguousarray(strided(image, s, [1, 2, 3]).transpose(1, 2, 0))
-        conf["segcore"] += matched_confusion(strided(out, s, 1).astype(np.int64), target, c)
         conf["rgb"] += matched_confusion(kmeans_rgb_labels(rgb, k, seed=seed), target, c)
         conf["slic"] += matched_confusion(slic_kmeans(rgb, k, seed), target, c)
     result = {name: scores(m) for name, m in conf.items()}
-    result["predict"] = {"seconds": predict_s, "megapixels": megapixels}
+    for name, (seconds, mp) in timing.items():
+        result[name]["mp_per_s"] = mp / max(seconds, 1e-9)
     return result
 
 
@@ -117,6 +119,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=6, help="segments per image (the protocol's K)")
     parser.add_argument("--out", type=Path, default=None, help="default bench/out/quality_real/<name>-s<seed>")
     parser.add_argument("--checkpoint", type=Path, help="skip building and training; score this checkpoint")
+    parser.add_argument("--region-m", default=None,
+                        help="comma-separated region vote sizes in metres to score (default: predict.region_m)")
     parser.add_argument("overrides", nargs="*", help="section.key=value changes to the defaults")
     args = parser.parse_intermixed_args()
     if not (args.data / "manifest.csv").is_file():
@@ -133,23 +137,25 @@ def main() -> None:
                       base=export_config(model.meta))
     pred_dir = out / "pred"
     pred_dir.mkdir(exist_ok=True)
-    res = score(args.data, pred_dir, args.k, args.seed, model, cfg)
-    mp_s = res["predict"]["megapixels"] / max(res["predict"]["seconds"], 1e-9)
-    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    regions = [float(r) for r in args.region_m.split(",")] if args.region_m else [cfg.predict.region_m]
+    res = score(args.data, pred_dir, args.k, args.seed, model, cfg, regions)
     print(f"\n{args.data.name}: {len(read_pairs(args.data))} images, seed {args.seed}, K = {args.k}, "
-          f"data.gsd={cfg.data.gsd} (source {args.source_gsd} m), predict.region_m={cfg.predict.region_m}, "
-          f"overrides {args.overrides or 'none'}")
-    print(f"shards {built:.0f} s, training {trained / 60:.1f} min, predict {mp_s:.2f} MP/s of input "
-          f"(OMP threads: {threads})")
-    print("| method | mIoU | pixel accuracy |")
-    print("|---|---|---|")
-    for name, title in (("rgb", "k-means on RGB pixels"), ("slic", "SLIC + k-means on mean colours"),
-                        ("segcore", "segcore: shards, train, export, predict at native resolution")):
-        print(f"| {title} | {res[name]['miou']:.3f} | {res[name]['pixel_acc']:.3f} |")
+          f"data.gsd={cfg.data.gsd} (source {args.source_gsd} m), overrides {args.overrides or 'none'}")
+    print(f"shards {built:.0f} s, training {trained / 60:.1f} min (train.threads={cfg.train.threads}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    print("| method | mIoU | pixel accuracy | predict MP/s of input |")
+    print("|---|---|---|---|")
+    for name, title in (("rgb", "k-means on RGB pixels"), ("slic", "SLIC + k-means on mean colours")):
+        print(f"| {title} | {res[name]['miou']:.3f} | {res[name]['pixel_acc']:.3f} | |")
+    for region in regions:
+        r = res[f"segcore@{region:g}"]
+        vote = f"region vote {region:g} m" if region else "no region vote"
+        print(f"| segcore (shards, train, export, predict at native resolution; {vote}) | {r['miou']:.3f} | "
+              f"{r['pixel_acc']:.3f} | {r['mp_per_s']:.2f} |")
     (out / "quality_real.json").write_text(json.dumps(
         {"data": str(args.data), "seed": args.seed, "k": args.k, "overrides": args.overrides,
          "gsd": cfg.data.gsd, "source_gsd": args.source_gsd, "shards_seconds": built, "train_seconds": trained,
-         "predict_mp_per_s": mp_s, "scores": res}, indent=2, default=float))
+         "scores": res}, indent=2, default=float))
 
 
 if __name__ == "__main__":
