@@ -103,3 +103,16 @@ def test_module_entry_points_answer_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"python -m {module}" in out.stdout
+
+
+def test_flows_and_tasks_import_from_anywhere_without_path_hacks(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import flows.full_pipeline, flows.predict_flow, flows.build_shards_flow, tasks.train; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    sources = [p.read_text() for p in (REPO_ROOT / "flows").glob("*.py")]
+    assert not any("sys.path.insert" in src for src in sources)
