@@ -172,13 +172,14 @@ def _parser() -> argparse.ArgumentParser:
         if name == "overrides":
             parser.add_argument(name, nargs="*", default=[], metavar="section.key=value", help=field.description)
         elif name == "patch_sizes":
-            parser.add_argument(flag, type=lambda s: [int(x) for x in s.split(",")], default=None,
-                                help=field.description + " (comma separated)")
+            parser.add_argument(flag, type=lambda s: [int(x) for x in s.split(",")], default=argparse.SUPPRESS,
+                                help=field.description + ", comma separated (default: from the config)")
         elif name in ("task_runner", "warm_start"):
             parser.add_argument(flag, choices=field.annotation.__args__, default=field.default,
                                 help=field.description)
-        elif field.default is None:
-            parser.add_argument(flag, type=int, default=None, help=field.description)
+        elif field.default is None:  # absent: the config's value
+            parser.add_argument(flag, type=int, default=argparse.SUPPRESS,
+                                help=field.description + " (default: from the config)")
         else:
             parser.add_argument(flag, type=type(field.default), default=field.default, help=field.description)
     return parser
