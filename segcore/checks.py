@@ -124,12 +124,15 @@ def valid_sample_windows(ds, info, cfg, side: int, count: int, stride: int = 4) 
     """
     from rasterio.enums import Resampling
 
-    from segcore.data.raster import valid_mask
+    from segcore.data.raster import _uses_mask_band, valid_mask
 
     scale = max(1.0, max(ds.width, ds.height) / SCAN_MAX_SIDE)
     shape = (3, max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
-    data = ds.read(list(info.bands), out_shape=shape, resampling=Resampling.nearest)
-    valid = valid_mask(ds, info.bands, data, cfg, out_shape=shape)
+    if _uses_mask_band(ds, info.bands):  # nodata, mask or alpha band: the mask alone says what is valid
+        valid = (ds.read_masks(list(info.bands), out_shape=shape) > 0).any(axis=0)
+    else:
+        data = ds.read(list(info.bands), out_shape=shape, resampling=Resampling.nearest)
+        valid = valid_mask(ds, info.bands, data, cfg, out_shape=shape)
     rows, cols = np.nonzero(valid)
     if len(rows) == 0:
         return []

@@ -8,7 +8,7 @@ Rules this module enforces for every command that writes:
   empty is refused with an :class:`~segcore.errors.OutputError`; nothing is deleted. An output may
   not contain (or be) one of the command's inputs, and may not sit under a regular file.
 * **Locks.** :func:`exclusive_lock` holds an ``fcntl`` lock on a small file next to the output for
-  as long as it is written; a second writer fails at once with
+  as long as it is written (and removes the file after); a second writer fails at once with
   :class:`~segcore.errors.BusyError` naming the PID that holds it. The kernel drops the lock when
   the holder dies, even by SIGKILL, so a stale lock never blocks anyone.
 * **Termination.** :func:`terminate_raises` turns SIGTERM into a :class:`~segcore.errors.Terminated`
@@ -186,34 +186,48 @@ def _holder(fd: int) -> str:
 
 @contextlib.contextmanager
 def exclusive_lock(lock_path: str | Path, what: str, doing: str = "written", wait: bool = False) -> Iterator[Path]:
-    """Hold an exclusive lock on ``lock_path`` (created) while the block runs.
+    """Hold an exclusive lock on ``lock_path`` while the block runs; the file exists only meanwhile.
 
     Raises :class:`BusyError` at once, naming the holder's PID, when another process holds it;
     with ``wait=True`` blocks in the kernel until the holder releases it (or dies) instead.
     ``what`` names the locked thing in that message (e.g. ``"dataset data/processed/city"``) and
     ``doing`` what its holder does to it (``"built"``: "... is being built by PID 1234").
-    The lock file stays (removing it could let two writers lock two different files).
+
+    The holder removes the file before it unlocks; a process that locked the removed file sees
+    that the path no longer names it and starts again, so two holders never coexist. After a
+    SIGKILL the file stays (empty or with the dead PID) and is simply locked again by the next run.
     """
     import fcntl  # POSIX; segcore's locks are not implemented on Windows
 
     path = Path(lock_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BusyError(f"{what} is being {doing} by PID {_holder(fd)} (lock {path}); wait for it to finish "
+            holder = _holder(fd)
+            os.close(fd)
+            raise BusyError(f"{what} is being {doing} by PID {holder} (lock {path}); wait for it to finish "
                             "or stop that process, then run again") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed this file while we waited for it: lock the new one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield path
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield path
     finally:
-        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)  # closing the last descriptor releases the lock
 
 
 def lock_path_for(out: str | Path) -> Path:

@@ -45,4 +45,4 @@ def test_default_data_and_shard_key_follow_count_size_and_seed(tmp_path: Path) -
     keys = {_key(m, tmp_path) for m in (first, more, bigger, reseeded)}
     assert len(keys) == 4
     assert _key(first, tmp_path) == _key(prepare_default_data.fn(root, 2, 64, 0), tmp_path)
-    assert not [p for p in Path(root).iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+    assert not [p for p in Path(root).iterdir() if p.name.startswith(".")]  # no temporary or lock files left

@@ -1,0 +1,113 @@
+"""``segcore predict``: rules 1, 7 and 8. It never writes over its input or a user's file, replaces
+only label rasters it wrote, leaves no temporary file after SIGTERM, and finds sparse valid pixels."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from segcore.predict import fit_raster, sample_windows
+from segcore.runtime import load_export
+from segcore.safety import PREDICT_TAG
+from tests.reliability.conftest import CRS, UTM, start_segcore, write_rgb
+from tests.reliability.test_locks_and_signals import wait_for
+
+NATIVE = "data.gsd=0"  # every raster at its own resolution
+
+
+def test_predict_onto_its_input_is_refused(tmp_path: Path, export_dir: Path, cli) -> None:
+    """The issue's example: ``segcore predict A.tif A.tif`` replaced the input with labels."""
+    image = write_rgb(tmp_path / "A.tif")
+    before = image.read_bytes()
+    (tmp_path / "link.tif").symlink_to(image)
+    for out in (image, tmp_path / "link.tif"):
+        rc, err, _ = cli("predict", image, out, "--export", export_dir, NATIVE)
+        assert rc == 2
+        assert "is the input raster" in err
+    assert image.read_bytes() == before
+
+
+def test_predict_replaces_only_its_own_output(tmp_path: Path, export_dir: Path, cli) -> None:
+    image = write_rgb(tmp_path / "A.tif")
+    out = tmp_path / "labels.tif"
+    assert cli("predict", image, out, "--export", export_dir, "--k", "3", NATIVE)[0] == 0
+    with rasterio.open(out) as ds:
+        assert ds.tags()[PREDICT_TAG] == "predict-labels"
+    rc, err, _ = cli("predict", image, out, "--export", export_dir, "--k", "4", NATIVE)
+    assert rc == 0, err
+    with rasterio.open(out) as ds:
+        assert ds.read(1).max() <= 4
+    theirs = write_rgb(tmp_path / "theirs.tif", seed=9)  # a user's GeoTIFF at the output path
+    before = theirs.read_bytes()
+    rc, err, _ = cli("predict", image, theirs, "--export", export_dir, NATIVE)
+    assert rc == 2
+    assert "not a label raster written by segcore" in err
+    assert theirs.read_bytes() == before
+
+
+def test_sigterm_during_predict_leaves_no_temporary_file(tmp_path: Path, export_dir: Path) -> None:
+    image = write_rgb(tmp_path / "big.tif", height=4096, width=4096, tiled=True, blockxsize=256, blockysize=256)
+    out = tmp_path / "labels.tif"
+    proc = start_segcore("predict", image, out, "--export", export_dir, "--no-progress", NATIVE, "predict.tile=128",
+                         cwd=tmp_path)
+    wait_for(lambda: any(tmp_path.glob(".labels.tif.*.tmp.tif")), proc, "predict opened its temporary output")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]
+
+
+def _sparse(path: Path, side: int, at: tuple[int, int], valid: int = 256) -> Path:
+    """A ``side``² nodata raster (tiled, sparse on disk) with one ``valid``² window of data at ``at``."""
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=3, dtype="uint8", crs=CRS,
+                       transform=UTM, nodata=0, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+                       SPARSE_OK=True, BIGTIFF="YES") as ds:
+        ds.write(rng.integers(1, 255, (3, valid, valid)).astype(np.uint8), window=Window(*at, valid, valid))
+    return path
+
+
+def _outside(windows, at, valid) -> bool:
+    c, r = at
+    return all(col + w <= c or col >= c + valid or row + h <= r or row >= r + valid for col, row, w, h in windows)
+
+
+def test_sparse_valid_pixels_are_found_on_a_60000_px_raster(tmp_path: Path, export_dir: Path) -> None:
+    """60 000² px with one valid 256² window that the evenly spread sample windows miss."""
+    from segcore.config import DataConfig
+
+    at = (41_000, 17_000)
+    assert _outside(sample_windows(60_000, 60_000, 65536), at, 256)  # the old sampling could only refuse
+    path = _sparse(tmp_path / "sparse.tif", 60_000, at)
+    fit = fit_raster(load_export(export_dir), path, 6, data_cfg=DataConfig(gsd=0.0))
+    assert fit.sample_cells >= 6
+    assert not _outside(fit.windows, at, 256)
+    assert fit.prototypes.shape[0] == 6
+
+
+def test_predict_on_a_sparse_raster(tmp_path: Path, export_dir: Path, cli) -> None:
+    at = (1_500, 700)
+    assert _outside(sample_windows(2_304, 2_304, 65536), at, 96)
+    path = _sparse(tmp_path / "sparse.tif", 2_304, at, valid=96)
+    rc, err, _ = cli("predict", path, tmp_path / "labels.tif", "--export", export_dir, "--k", "4", "--no-progress",
+                     NATIVE)
+    assert rc == 0, err
+    with rasterio.open(tmp_path / "labels.tif") as ds:
+        labels = ds.read(1)
+    inside = labels[at[1]: at[1] + 96, at[0]: at[0] + 96]
+    assert (inside > 0).all()
+    assert labels.sum() == inside.sum()  # nodata (0) everywhere else
+
+
+@pytest.mark.parametrize("k", [0, 17, 1000])
+def test_k_out_of_range_names_the_range(tmp_path: Path, export_dir: Path, cli, k: int) -> None:
+    rc, err, _ = cli("predict", write_rgb(tmp_path / "A.tif"), tmp_path / "o.tif", "--export", export_dir, "--k", k)
+    assert rc == 2
+    assert f"--k={k}" in err
+    assert "1..16" in err
