@@ -5,7 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from segcore.checks import seed_arg
+
 HELP = "export a checkpoint's inference path for the numpy runtime (model.npz, meta.json, metrics.json)"
+
+
+def _codebook_k(text: str) -> int:
+    """``--codebook-k``: classes 1..255 (labels are uint8, 0 is nodata)."""
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= k <= 255:
+        raise argparse.ArgumentTypeError(f"{k} is out of range: a codebook has 1..255 classes")
+    return k
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,13 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="export directory: new, empty, or an earlier export (replaced atomically)")
     parser.add_argument("--run-id", metavar="ID", help="source run id recorded in meta.json (e.g. the MLflow run)")
     parser.add_argument("--metrics", metavar="JSON", help="evaluation metrics.json to copy into the export")
-    parser.add_argument("--codebook-k", type=int, default=None, metavar="K",
+    parser.add_argument("--codebook-k", type=_codebook_k, default=None, metavar="K",
                         help="classes of the dataset codebook fitted at export (default: one per --class-names "
                              "name, else 8; see docs/export-format.md)")
     parser.add_argument("--codebook-data", metavar="SRC", default="auto",
                         help="what the codebook is fitted on: auto (the training shards, else the config's rasters, "
                              "else synthetic scenes), shards, synthetic, or rasters (file, directory, glob, CSV)")
-    parser.add_argument("--codebook-seed", type=int, default=0, metavar="N", help="seed of the codebook fit")
+    parser.add_argument("--codebook-seed", type=seed_arg, default=0, metavar="N",
+                        help="seed of the codebook fit, 0..2**32-1")
     parser.add_argument("--no-codebook", action="store_true", help="no codebook: predictions fit per raster only")
     parser.add_argument("--class-names", metavar="FILE",
                         help="names of the codebook classes: one per line, a JSON list, or a CSV with a name column")
