@@ -1,7 +1,7 @@
 """Checks of user-supplied values and inputs, each failing with a message that names the value and the fix.
 
 Argument ranges (seeds, ``k``), file names that are not valid UTF-8, label rasters whose
-georeferencing does not match their image, and a fallback that finds the valid pixels of a
+georeferencing does not match their image (:mod:`segcore.georef`), and a fallback that finds the valid pixels of a
 mostly-nodata raster when evenly spread sample windows miss them (``docs/reliability.md``).
 """
 
@@ -10,14 +10,24 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 
 from segcore.errors import ConfigError, RasterError
+from segcore.georef import GRID_TOLERANCE_PX, check_label_grid
+
+__all__ = [
+    "GRID_TOLERANCE_PX",
+    "check_k",
+    "check_label_grid",
+    "check_seed",
+    "check_utf8",
+    "seed_arg",
+    "utf8_problem",
+    "valid_sample_windows",
+]
 
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeding both accept 0..2**32-1
-GRID_TOLERANCE_PX = 0.01  # label and image corners may disagree by this much (in image pixels)
 SCAN_MAX_SIDE = 2048  # longest side of the decimated valid-mask scan of the sparse-sampling fallback
 
 
@@ -78,38 +88,6 @@ def check_utf8(path: str | os.PathLike, error: type[Exception] = RasterError) ->
     problem = utf8_problem(path)
     if problem is not None:
         raise error(problem)
-
-
-def check_label_grid(image_path: str | Path, label_path: str | Path, tol_px: float = GRID_TOLERANCE_PX) -> None:
-    """RasterError unless the label's transform puts its pixels on the image's pixels.
-
-    Both files' own (native) transforms are compared at the label's four corners, in image pixels;
-    a difference over ``tol_px`` is refused with both transforms in the message. Sizes and CRS are
-    checked elsewhere (:func:`segcore.data.raster.check_label`).
-    """
-    import rasterio
-
-    with rasterio.Env(), rasterio.open(image_path) as img, rasterio.open(label_path) as lbl:
-        image_t, label_t, width, height = img.transform, lbl.transform, lbl.width, lbl.height
-    if image_t.is_identity and label_t.is_identity:
-        return
-    try:
-        to_image = ~image_t
-    except Exception as exc:  # a degenerate (non-invertible) image transform
-        raise RasterError(f"{image_path}: transform {tuple(image_t)[:6]} is not invertible") from exc
-    a, b, c, d, e, f = tuple(to_image @ label_t)[:6]  # label pixel -> image pixel
-    worst = 0.0
-    for col, row in ((0, 0), (width, 0), (0, height), (width, height)):
-        worst = max(worst, abs(a * col + b * row + c - col), abs(d * col + e * row + f - row))
-    if not worst <= tol_px:
-        raise RasterError(
-            f"{label_path}: label transform {_fmt(label_t)} does not match image {image_path} transform "
-            f"{_fmt(image_t)} (pixels off by up to {worst:.3g} px, tolerance {tol_px} px); "
-            "resample the label onto the image's grid")
-
-
-def _fmt(t) -> str:
-    return "(" + ", ".join(f"{v:.10g}" for v in tuple(t)[:6]) + ")"
 
 
 def valid_sample_windows(ds, info, cfg, side: int, count: int, stride: int = 4) -> list[tuple[int, int, int, int]]:

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--baseline", choices=("kmeans",), help="evaluate the k-means RGB baseline instead")
     data = p.add_argument_group("data (exactly one)")
     data.add_argument("--synthetic", action="store_true", help="generated scenes with labels")
-    data.add_argument("--seed", type=seed_arg, default=7, help="evaluation seed for --synthetic, 0..2**32-1 (default 7)")
+    data.add_argument("--seed", type=seed_arg, default=7,
+                      help="evaluation seed for --synthetic, 0..2**32-1 (default 7)")
     data.add_argument("--data", metavar="PATH", help="manifest CSV or directory with images/ and labels/")
     data.add_argument("--shards", metavar="ROOT", help="built shard dataset directory (<processed_root>/<dataset>)")
     data.add_argument("--split", default="val", help="split of --shards (default val)")

@@ -126,6 +126,24 @@ def test_console_script_prints_one_line_not_a_traceback(tmp_path: Path, export_d
         assert flag in _error_line(out.stderr)
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--steps", "-1"], "--steps"),
+    (["--seed", "-1"], "train.seed=-1 is out of range"),
+    (["--config-file", "none.yaml"], "none.yaml"),
+    (["bogus.key=3"], "bogus"),
+])
+def test_pipeline_bad_parameters_are_one_line(tmp_path: Path, argv: list[str], expected: str) -> None:
+    """``python flows/full_pipeline.py`` checks its parameters before any server starts."""
+    from tests.reliability.conftest import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "flows" / "full_pipeline.py"), "--work-dir", "w", *argv],
+                         capture_output=True, text=True, env=segcore_env(), cwd=tmp_path, timeout=300)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert expected in _error_line(out.stderr)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no server started
+
+
 def _latin1_name(directory: Path) -> Path:
     """A valid raster whose file name is Latin-1 bytes (not valid UTF-8); GDAL cannot even open it."""
     path = directory / os.fsdecode(b"sc\xe8ne.tif")
