@@ -430,7 +430,7 @@ def check_label(label_path: str, info: RasterInfo) -> None:
             )
         if np.dtype(ds.dtypes[0]).kind not in "iu":
             raise RasterError(f"{label_path}: label dtype {ds.dtypes[0]} is not integer class ids")
-    from segcore.checks import check_label_grid
+    from segcore.georef import check_label_grid
 
     check_label_grid(info.path, label_path)  # same size and CRS is not enough: the transforms must agree too
 
