@@ -210,12 +210,23 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    params = PipelineParams(**vars(args))
     from prefect.exceptions import TerminationSignal
+    from pydantic import ValidationError
 
     from segcore.errors import SegcoreError, Terminated
 
+    args = _parser().parse_args(argv)
+    try:  # bad parameters are one line before any server starts, never a traceback
+        params = PipelineParams(**vars(args))
+        pipeline_config.fn(config_file(params), config_flags(params, ""), params.overrides)
+    except ValidationError as exc:
+        where = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+                          for e in exc.errors())
+        print(f"full_pipeline: error: {where}", file=sys.stderr)
+        return 2
+    except SegcoreError as exc:
+        print(f"full_pipeline: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     try:
         with signals_raise():  # SIGTERM/SIGINT: runs marked KILLED, Prefect's temporary server stopped
             summary = full_pipeline(params)
