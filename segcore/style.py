@@ -20,11 +20,13 @@ import colorsys
 import json
 import math
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 
 from segcore.errors import RasterError
 
@@ -70,7 +72,10 @@ def style_labels(path: str | Path, class_names: list[str], mode: str, *, overvie
     k = len(class_names)
     if not 1 <= k <= 255:
         raise ValueError(f"{k} classes; a uint8 label raster holds 1..255")
-    with rasterio.open(path, "r+") as ds:
+    with warnings.catch_warnings():  # a raster without georeferencing is valid here: it stays without
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        ds = rasterio.open(path, "r+")
+    with ds:
         ds.write_colormap(1, colormap(k))
         ds.set_band_description(1, f"segcore classes: {mode}, k={k}")
         ds.update_tags(1, class_names=json.dumps(class_names), classes_mode=mode)

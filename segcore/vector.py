@@ -36,6 +36,7 @@ import rasterio
 import shapely
 from affine import Affine
 from rasterio import features
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from scipy import ndimage
 
@@ -192,6 +193,13 @@ def polygonize(
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # no georeferencing: pixel coordinates, no CRS (never invented)
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return _polygonize(Path(labels), out, class_names, min_area, simplify, block, layer)
+
+
+def _polygonize(labels: Path, out: Path, class_names: list[str], min_area: float, simplify: float, block: int,
+                layer: str) -> VectorResult:
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.gpkg")
     merged = out.with_name(f".{out.stem}.{os.getpid()}.merged.tif")
     with rasterio.open(labels) as ds:
