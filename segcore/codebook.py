@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,7 +257,3 @@ def predict_codebook(model: NumpyModel, codebook: Codebook, image: np.ndarray) -
 def window_origins(extent: int, side: int, rng: np.random.Generator) -> int:
     """A random window origin in ``0..extent-side``, a multiple of 4."""
     return int(rng.integers(0, max(0, extent - side) // STRIDE + 1)) * STRIDE
-
-
-def round_side(side: int) -> int:
-    return STRIDE * max(1, math.ceil(side / STRIDE))
