@@ -42,12 +42,14 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from segcore.checks import check_k, check_utf8, sample_count, valid_sample_windows
 from segcore.codebook import Codebook, default_class_names
 from segcore.config import Config, DataConfig
 from segcore.data.raster import inspect_raster, open_raster, read_rgb, read_valid
 from segcore.errors import ConfigError, RasterError
 from segcore.regions import cell_colours, region_vote, superpixels
 from segcore.runtime import STRIDE, NormStats, NumpyModel, coordinate_taps, resample_argmax
+from segcore.safety import PREDICT_TAG, PREDICT_TAG_VALUE, claim_output_file
 from segcore.style import style_labels, write_qml
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,18 @@ def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int =
             rgb, valid = read_rgb(ds, info, Window(col, row, w, h), cfg)
             images.append(rgb)
             valids.append(valid[::STRIDE, ::STRIDE])
+        if len(windows) > 1 and sum(int(v.sum()) for v in valids) < k:
+            # Few, sparse valid pixels the even grid missed: sample where a coarse scan finds them.
+            found = valid_sample_windows(ds, info, cfg, SAMPLE_SIDE,
+                                         sample_count(info.width, info.height, sample_pixels, SAMPLE_SIDE))
+            if found:
+                log.info("%s: %d valid cells in the sample windows; sampling %d windows on valid pixels instead",
+                         path, sum(int(v.sum()) for v in valids), len(found))
+                windows, images, valids = found, [], []
+                for col, row, w, h in windows:
+                    rgb, valid = read_rgb(ds, info, Window(col, row, w, h), cfg)
+                    images.append(rgb)
+                    valids.append(valid[::STRIDE, ::STRIDE])
     embeds, stats = model.embed_joint(images)
     if len(windows) == 1:  # the whole raster: the same fit as NumpyModel.segment
         protos = model.fit_prototypes(embeds[0], k, valids[0])
@@ -146,8 +160,8 @@ def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int =
         sample = sample[::step]
         cells = len(sample)
         if cells < k:
-            raise RasterError(f"{path}: only {cells} valid pixels in the sample windows, fewer than k={k}; "
-                              "the raster is (almost) all nodata")
+            raise RasterError(f"{path}: only {cells} valid pixels in the sample windows and a scan of the valid "
+                              f"mask, fewer than k={k}; the raster is (almost) all nodata")
         protos = model.fit_prototypes(sample, k)
     if cells == 0:
         raise RasterError(f"{path}: every sampled pixel is nodata; nothing to predict")
@@ -211,6 +225,8 @@ def predict_raster(
     """
     from tqdm import tqdm
 
+    check_utf8(src)
+    claim_output_file(dst, inputs=[src], what="output")  # never the input, a directory or a user's file
     cfg = data_cfg or DataConfig()
     if codebook is not None:
         if k is not None and int(k) != codebook.k:
@@ -218,8 +234,8 @@ def predict_raster(
                               "or re-export with another codebook k")
         k = codebook.k
     k = model.max_k if k is None else int(k)
-    if codebook is None and not 1 <= k <= min(model.max_k, 255):
-        raise ValueError(f"k={k} must be within 1..{min(model.max_k, 255)}")
+    if codebook is None:
+        k = check_k(k, model.max_k)
     names = list(class_names) if class_names else default_class_names(k)
     if len(names) != k:
         raise ConfigError(f"{len(names)} class names for k={k} classes; give exactly one name per class")
@@ -247,6 +263,7 @@ def predict_raster(
         with open_raster(src) as ds, warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(tmp, "w", **_profile(ds)) as out:
+                out.update_tags(**{PREDICT_TAG: PREDICT_TAG_VALUE})
                 for core in tqdm(cores, desc="predict", unit="tile", disable=not progress):
                     out.write(_predict_tile(model, ds, info, cfg, fit, core, halo, vote), 1, window=Window(*core))
         style_labels(tmp, names, mode, overviews=overviews)
