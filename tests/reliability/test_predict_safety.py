@@ -26,7 +26,7 @@ def test_predict_onto_its_input_is_refused(tmp_path: Path, export_dir: Path, cli
     before = image.read_bytes()
     (tmp_path / "link.tif").symlink_to(image)
     for out in (image, tmp_path / "link.tif"):
-        rc, err, _ = cli("predict", image, out, "--export", export_dir, NATIVE)
+        rc, err, _ = cli("predict", image, out, NATIVE, "--export", export_dir)
         assert rc == 2
         assert "is the input raster" in err
     assert image.read_bytes() == before
@@ -35,16 +35,16 @@ def test_predict_onto_its_input_is_refused(tmp_path: Path, export_dir: Path, cli
 def test_predict_replaces_only_its_own_output(tmp_path: Path, export_dir: Path, cli) -> None:
     image = write_rgb(tmp_path / "A.tif")
     out = tmp_path / "labels.tif"
-    assert cli("predict", image, out, "--export", export_dir, "--k", "3", NATIVE)[0] == 0
+    assert cli("predict", image, out, NATIVE, "--export", export_dir, "--k", "3")[0] == 0
     with rasterio.open(out) as ds:
         assert ds.tags()[PREDICT_TAG] == "predict-labels"
-    rc, err, _ = cli("predict", image, out, "--export", export_dir, "--k", "4", NATIVE)
+    rc, err, _ = cli("predict", image, out, NATIVE, "--export", export_dir, "--k", "4")
     assert rc == 0, err
     with rasterio.open(out) as ds:
         assert ds.read(1).max() <= 4
     theirs = write_rgb(tmp_path / "theirs.tif", seed=9)  # a user's GeoTIFF at the output path
     before = theirs.read_bytes()
-    rc, err, _ = cli("predict", image, theirs, "--export", export_dir, NATIVE)
+    rc, err, _ = cli("predict", image, theirs, NATIVE, "--export", export_dir)
     assert rc == 2
     assert "not a label raster written by segcore" in err
     assert theirs.read_bytes() == before
@@ -53,7 +53,7 @@ def test_predict_replaces_only_its_own_output(tmp_path: Path, export_dir: Path, 
 def test_sigterm_during_predict_leaves_no_temporary_file(tmp_path: Path, export_dir: Path) -> None:
     image = write_rgb(tmp_path / "big.tif", height=4096, width=4096, tiled=True, blockxsize=256, blockysize=256)
     out = tmp_path / "labels.tif"
-    proc = start_segcore("predict", image, out, "--export", export_dir, "--no-progress", NATIVE, "predict.tile=128",
+    proc = start_segcore("predict", image, out, NATIVE, "predict.tile=128", "--export", export_dir, "--no-progress",
                          cwd=tmp_path)
     wait_for(lambda: any(tmp_path.glob(".labels.tif.*.tmp.tif")), proc, "predict opened its temporary output")
     proc.send_signal(signal.SIGTERM)
@@ -92,11 +92,11 @@ def test_sparse_valid_pixels_are_found_on_a_60000_px_raster(tmp_path: Path, expo
 
 
 def test_predict_on_a_sparse_raster(tmp_path: Path, export_dir: Path, cli) -> None:
-    at = (1_500, 700)
+    at = (1_700, 400)  # between the evenly spread sample windows
     assert _outside(sample_windows(2_304, 2_304, 65536), at, 96)
     path = _sparse(tmp_path / "sparse.tif", 2_304, at, valid=96)
-    rc, err, _ = cli("predict", path, tmp_path / "labels.tif", "--export", export_dir, "--k", "4", "--no-progress",
-                     NATIVE)
+    rc, err, _ = cli("predict", path, tmp_path / "labels.tif", NATIVE, "--export", export_dir, "--k", "4",
+                     "--no-progress")
     assert rc == 0, err
     with rasterio.open(tmp_path / "labels.tif") as ds:
         labels = ds.read(1)
