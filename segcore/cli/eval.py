@@ -16,10 +16,11 @@ prints the summary table.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from segcore.checks import seed_arg
 from segcore.config import Config, load_config
-from segcore.errors import ConfigError
+from segcore.errors import ArtifactError, ConfigError
 
 HELP = "evaluate a checkpoint, an export or the k-means baseline (Hungarian mIoU, proxies, overlays)"
 
@@ -62,6 +63,9 @@ def model_arg(args: argparse.Namespace) -> str:
     if len(chosen) != 1:
         raise ConfigError("choose exactly one model: --checkpoint CKPT, --export DIR or --baseline kmeans "
                           "(segcore eval does not train; run `segcore train` first)")
+    if args.export and not Path(args.export, "meta.json").is_file():
+        raise ArtifactError(f"--export {args.export}: not an export directory (model.npz, meta.json, metrics.json); "
+                            "run `segcore export --checkpoint CKPT --out DIR` first")
     return chosen[0]
 
 

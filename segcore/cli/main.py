@@ -31,6 +31,8 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``PROG: error: argument --k: ...``), exit code 2."""
 
     def error(self, message: str):
+        if message.startswith("unrecognized arguments") and any("=" in w and "." in w for w in message.split()):
+            message += "; config overrides (section.key=value) go right after the positional arguments"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
