@@ -6,7 +6,10 @@ native resolution. Only the scorer reads the labels, with the protocol of ``shar
 every s-th pixel (s = ceil(longer side / 512)), K segments per image, segments matched one-to-one to
 classes by the Hungarian method, labels <= 0 ignored, confusions summed over all images; mIoU over
 the classes present, and pixel accuracy. RGB k-means and SLIC + k-means on mean colours are scored
-in the same run on the same pixels.
+in the same run on the same pixels, and so is k-means on the colour/texture descriptors the student
+distils (its teacher). The export carries a K-class dataset codebook (fitted on the training shards,
+as ``segcore export`` does by default) and prediction uses it (``predict.classes=auto``); rows with
+prototypes fitted per raster (``--classes raster``) are scored too, for the ablation.
 
     python bench/quality_real.py ../shared/data/deepglobe-sample --source-gsd 0.5 --seed 0
     python bench/quality_real.py ../shared/data/dronedeploy-sample --source-gsd 0.1 --seed 0
@@ -32,6 +35,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 
+from segcore.codebook import CodebookRequest, load_codebook
 from segcore.config import load_config
 from segcore.data.shards import build_shards
 from segcore.export import export_checkpoint
@@ -63,6 +67,23 @@ def slic_kmeans(image: np.ndarray, k: int, seed: int) -> np.ndarray:
     return slic_kmeans_labels(image, k, seed, 24, 10.0)
 
 
+def descriptor_kmeans(image: Path, cfg, k: int, seed: int, s: int) -> np.ndarray:
+    """k-means on the colour/texture descriptors the student distils, on the working grid, read back
+    at every ``s``-th pixel of the file (the student's own teacher, as a baseline)."""
+    from quality import DescriptorKMeans  # bench/ is on sys.path when run as a script
+    from rasterio.windows import Window
+
+    from segcore.data.raster import inspect_raster, open_raster, read_rgb
+
+    info = inspect_raster(image, cfg.data)
+    with open_raster(image) as ds:
+        rgb, valid = read_rgb(ds, info, Window(0, 0, info.width, info.height), cfg.data)
+    labels = DescriptorKMeans(seed).segment(rgb, k, valid)  # (h, w) on the working grid
+    rows = np.minimum(((np.arange(0, info.native_height, s) + 0.5) / info.factor_y).astype(int), info.height - 1)
+    cols = np.minimum(((np.arange(0, info.native_width, s) + 0.5) / info.factor_x).astype(int), info.width - 1)
+    return labels[rows][:, cols]
+
+
 def train(root: Path, out: Path, seed: int, source_gsd: float, overrides: list[str]) -> tuple[Path, float, float]:
     """Shards from ``root/images`` (no labels), then training; returns ``(checkpoint, build s, train s)``."""
     from segcore.train import fit
@@ -82,29 +103,35 @@ def train(root: Path, out: Path, seed: int, source_gsd: float, overrides: list[s
     return Path(result.checkpoint), built, time.perf_counter() - t0
 
 
-def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: list[float]) -> dict[str, dict]:
-    """Predict with ``model`` (once per region size in ``regions``, metres; ``cfg``: the resolved
-    Config, its data and predict sections are used) and score every image; RGB and SLIC k-means
-    on the same pixels."""
+def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: list[float], codebook
+          ) -> dict[str, dict]:
+    """Predict with ``model`` once per mode (``codebook``, and ``raster`` prototypes per image) and
+    region size in ``regions`` (metres; ``cfg``: the resolved Config, its data and predict sections
+    are used) and score every image; RGB, SLIC and descriptor k-means on the same pixels."""
     c = num_classes(root)
-    names = [f"segcore@{r:g}" for r in regions]
-    conf = {name: np.zeros((c + 1, c + 1), np.int64) for name in (*names, "rgb", "slic")}
+    raster_regions = sorted({regions[0], regions[-1]})  # the per-raster ablation: no vote and the largest
+    runs = [(f"codebook@{r:g}", "codebook", r) for r in regions]
+    runs += [(f"raster@{r:g}", "raster", r) for r in raster_regions]
+    names = [name for name, _, _ in runs]
+    conf = {name: np.zeros((c + 1, c + 1), np.int64) for name in (*names, "rgb", "slic", "desc")}
     timing = {name: [0.0, 0.0] for name in names}  # seconds, megapixels
     for image, label in read_pairs(root):
         with rasterio.open(label) as ds:
             s = max(1, math.ceil(max(ds.width, ds.height) / MAX_SIDE))
         target = strided(label, s, 1).astype(np.int64)
-        for name, region in zip(names, regions, strict=True):
-            out = pred_dir / f"{image.stem}-r{region:g}.tif"
+        for name, mode, region in runs:
+            out = pred_dir / f"{image.stem}-{mode}-r{region:g}.tif"
             t0 = time.perf_counter()
-            res = predict_raster(image, out, model, k, data_cfg=cfg.data, progress=False, region_m=region,
-                                 region_compactness=cfg.predict.region_compactness)
+            res = predict_raster(image, out, model, None if mode == "codebook" else k, data_cfg=cfg.data,
+                                 progress=False, region_m=region, region_compactness=cfg.predict.region_compactness,
+                                 codebook=codebook if mode == "codebook" else None)
             timing[name][0] += time.perf_counter() - t0
             timing[name][1] += res.width * res.height / 1e6
             conf[name] += matched_confusion(strided(out, s, 1).astype(np.int64), target, c)
         rgb = np.ascontiguousarray(strided(image, s, [1, 2, 3]).transpose(1, 2, 0))
         conf["rgb"] += matched_confusion(kmeans_rgb_labels(rgb, k, seed=seed), target, c)
         conf["slic"] += matched_confusion(slic_kmeans(rgb, k, seed), target, c)
+        conf["desc"] += matched_confusion(descriptor_kmeans(image, cfg, k, seed, s), target, c)
     result = {name: scores(m) for name, m in conf.items()}
     for name, (seconds, mp) in timing.items():
         result[name]["mp_per_s"] = mp / max(seconds, 1e-9)
@@ -131,27 +158,34 @@ def main() -> None:
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint, built, trained = train(args.data, out, args.seed, args.source_gsd, args.overrides)
-    export = export_checkpoint(checkpoint, out / "export")
+    shards = out / "processed" / "bench"
+    source = str(shards) if (shards / "manifest.json").is_file() else str(args.data / "images")
+    export = export_checkpoint(checkpoint, out / "export", codebook=CodebookRequest(k=args.k, seed=args.seed,
+                                                                                     source=source))
     model = load_export(export)
     cfg = load_config(flags={"data.source_gsd": args.source_gsd}, overrides=args.overrides,
                       base=export_config(model.meta))
     pred_dir = out / "pred"
     pred_dir.mkdir(exist_ok=True)
     regions = [float(r) for r in args.region_m.split(",")] if args.region_m else [cfg.predict.region_m]
-    res = score(args.data, pred_dir, args.k, args.seed, model, cfg, regions)
+    res = score(args.data, pred_dir, args.k, args.seed, model, cfg, regions, load_codebook(export, model.meta))
     print(f"\n{args.data.name}: {len(read_pairs(args.data))} images, seed {args.seed}, K = {args.k}, "
           f"data.gsd={cfg.data.gsd} (source {args.source_gsd} m), overrides {args.overrides or 'none'}")
     print(f"shards {built:.0f} s, training {trained / 60:.1f} min (train.threads={cfg.train.threads}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
     print("| method | mIoU | pixel accuracy | predict MP/s of input |")
     print("|---|---|---|---|")
-    for name, title in (("rgb", "k-means on RGB pixels"), ("slic", "SLIC + k-means on mean colours")):
+    for name, title in (("rgb", "k-means on RGB pixels"), ("slic", "SLIC + k-means on mean colours"),
+                        ("desc", "k-means on the distilled descriptors (working grid)")):
         print(f"| {title} | {res[name]['miou']:.3f} | {res[name]['pixel_acc']:.3f} | |")
-    for region in regions:
-        r = res[f"segcore@{region:g}"]
-        vote = f"region vote {region:g} m" if region else "no region vote"
-        print(f"| segcore (shards, train, export, predict at native resolution; {vote}) | {r['miou']:.3f} | "
-              f"{r['pixel_acc']:.3f} | {r['mp_per_s']:.2f} |")
+    for mode in ("codebook", "raster"):
+        for region in regions:
+            if f"{mode}@{region:g}" not in res:
+                continue
+            r = res[f"{mode}@{region:g}"]
+            vote = f"region vote {region:g} m" if region else "no region vote"
+            print(f"| segcore, {mode} classes, {vote} | {r['miou']:.3f} | {r['pixel_acc']:.3f} | "
+                  f"{r['mp_per_s']:.2f} |")
     (out / "quality_real.json").write_text(json.dumps(
         {"data": str(args.data), "seed": args.seed, "k": args.k, "overrides": args.overrides,
          "gsd": cfg.data.gsd, "source_gsd": args.source_gsd, "shards_seconds": built, "train_seconds": trained,
