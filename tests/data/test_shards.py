@@ -173,16 +173,33 @@ def test_sixteen_bit_raster_is_scaled(tmp_path: Path) -> None:
     np.testing.assert_allclose(rgb[0], expected, atol=1)
 
 
-def test_raster_smaller_than_a_tile_gives_one_padded_tile(make_scene, tmp_path: Path) -> None:
-    image, _ = make_scene("tiny", height=100, width=120)  # 12000 / 128**2 = 0.73 valid
-    cfg = make_cfg(tmp_path / "out", raster_paths=(str(image),), val_fraction=0.0)
+def test_raster_smaller_than_a_tile_gives_one_tile_of_its_size(make_scene, tmp_path: Path) -> None:
+    # Before the working-resolution change a 100 x 120 raster became one padded 128 px tile with a
+    # valid fraction of 0.73; a 300 px drone chip under a 512 px tile (0.34 valid) was refused.
+    image, _ = make_scene("tiny", height=100, width=120)
+    cfg = make_cfg(tmp_path / "out", raster_paths=(str(image),), val_fraction=0.0, min_valid=0.9)
     summary = build_shards(cfg, progress=False)
     assert summary.tiles_written == 1
     row = pd.read_csv(next((tmp_path / "out").rglob("index.csv"))).iloc[0]
-    assert (row["width"], row["height"]) == (128, 128)
-    assert row["valid_fraction"] == pytest.approx(100 * 120 / 128**2)
-    with pytest.raises(ShardError, match="no tile to write"):
-        build_shards(cfg.replace(**{"data.min_valid": 0.9}), progress=False)
+    assert (row["width"], row["height"]) == (120, 100)
+    assert row["valid_fraction"] == pytest.approx(1.0)
+
+
+def test_tiles_are_cut_on_the_working_grid(make_scene, tmp_path: Path) -> None:
+    # 10 m pixels read at 20 m: a 100 x 120 raster is a 50 x 60 working grid, one tile, with the
+    # working transform (pixel size doubled) and average-resampled pixels.
+    image, _ = make_scene("coarse", height=100, width=120)
+    cfg = make_cfg(tmp_path / "out", raster_paths=(str(image),), val_fraction=0.0, gsd=20.0, min_side=16)
+    build_shards(cfg, progress=False)
+    shard = next((tmp_path / "out" / "unit").glob("*/shard-*"))
+    row = pd.read_csv(shard / "index.csv").iloc[0]
+    assert (row["width"], row["height"]) == (60, 50)
+    with rasterio.open(image) as src, rasterio.open(shard / row["rgb_file"]) as tile:
+        assert tile.transform.a == pytest.approx(2 * src.transform.a)
+        assert tile.transform.e == pytest.approx(2 * src.transform.e)
+        assert (tile.transform.c, tile.transform.f) == (src.transform.c, src.transform.f)
+        mean = src.read().astype(np.float64).reshape(3, 50, 2, 60, 2).mean(axis=(2, 4))
+        assert np.abs(tile.read().astype(np.float64) - mean).max() <= 1.0
 
 
 # ---- bad input: each names the file and the problem --------------------------------------------
@@ -362,4 +379,4 @@ def test_cli_flags_file_and_overrides(labelled_dir: Path, tmp_path: Path, capsys
     assert "| tiles written | 26 (train: 26) |" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "out" / "fromfile" / "manifest.json").read_text())
     assert manifest["config"]["data"]["tile_size"] == 128
-    assert manifest["counts"]["shards"] == 1
+    assert manifest["counts"]["shards"] == 3  # one shard per raster at least (per-raster reuse)
