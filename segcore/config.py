@@ -56,7 +56,8 @@ class StudentConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: str = _f("synthetic", "training data: synthetic | shards | geotiff")
-    patch_sizes: tuple[int, ...] = _f((256, 512, 1024), "square patch sizes in pixels drawn per step")
+    patch_sizes: tuple[int, ...] = _f((192, 256), "square patch sizes in working pixels drawn per step "
+                                                   "(at 2 m: 380-510 m of ground)")
     require_slic: bool = _f(True, "every sample must carry SLIC superpixels (error otherwise)")
     cache_mode: str = _f("none", "decoded-tile cache of the shard loader: none | lru")
     cache_max_items: int = _f(256, "tiles kept by the LRU cache (per loader worker)")
@@ -126,7 +127,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _f(500, "optimizer steps")
+    steps: int = _f(400, "optimizer steps")
     batch_size: int = _f(4, "images per step")
     lr: float = _f(2e-3, "AdamW learning rate")
     weight_decay: float = _f(1e-4, "AdamW weight decay")
@@ -186,8 +187,8 @@ class PredictConfig:
     tile: int = _f(1024, "tile side for tiled prediction")
     halo: int = _f(32, "halo in pixels read around each tile to avoid seams")
     sample_pixels: int = _f(65536, "embedding pixels sampled over the raster to fit prototypes")
-    region_m: float = _f(0.0, "region vote: side in metres of the superpixels whose cells share their mean "
-                              "cluster probabilities (0: off); see segcore.regions")
+    region_m: float = _f(200.0, "region vote: side in metres of the superpixels whose cells share their mean "
+                                "cluster probabilities, at most a quarter of a raster's shorter side (0: off)")
     region_compactness: float = _f(0.1, "region vote: colour distance (0..1 RGB) worth one region side")
     classes: str = _f("auto", "ids: codebook (the export's dataset codebook, same ids in every raster), raster "
                               "(prototypes fitted per raster), or auto (codebook when the export has one)")

@@ -55,6 +55,7 @@ from segcore.style import style_labels, write_qml
 log = logging.getLogger(__name__)
 
 SAMPLE_SIDE = 256  # side of one sample window in pixels
+REGION_MAX_FRACTION = 0.25  # region-vote side at most this share of the raster's shorter side
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,8 @@ def predict_raster(
         sample_pixels: stride-4 embedding cells sampled over the raster to fit the prototypes.
         data_cfg: band/nodata/working-resolution policy (``segcore.config.DataConfig``).
         region_m: side in metres of the regions of the region vote (:mod:`segcore.regions`); 0: off.
-            On a raster of unknown resolution the working grid is taken to be ``data.gsd``.
+            On a raster of unknown resolution the working grid is taken to be ``data.gsd``. The side
+            is capped at :data:`REGION_MAX_FRACTION` of the raster's shorter side.
         region_compactness: colour distance worth one region side.
         codebook: assign to the export's dataset codebook (:mod:`segcore.codebook`: its frozen norm
             statistics and prototypes; ``k`` is the codebook's) instead of fitting prototypes on
@@ -250,6 +252,8 @@ def predict_raster(
     vote = None
     if region_m > 0:
         side = region_m / ((info.gsd or cfg.gsd or 1.0) * STRIDE)  # region side in cells
+        # Never more than a quarter of the raster: a 30 m drone chip is not voted into one label.
+        side = min(side, REGION_MAX_FRACTION * min(info.width, info.height) / STRIDE)
         vote = (side, region_compactness)
         halo = max(halo, _round4(math.ceil(2 * side * STRIDE)))
     dst = Path(dst)

@@ -25,20 +25,25 @@ def fetch_export(model_name: str, alias: str, dst: str) -> dict[str, str]:
       retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
 def predict_one(export_dir: str, src: str, dst: str, config: dict[str, Any] | None, k: int | None,
                 overrides: list[str] | None = None) -> dict[str, Any]:
-    """Segment ``src`` into ``dst`` with the export in ``export_dir``; a small summary dict.
+    """Segment ``src`` into ``dst`` with the export in ``export_dir``, as ``segcore predict`` does.
 
-    ``config`` (a ``Config.to_dict()``), else the defaults with ``overrides``, gives ``predict.*``
-    and the ``data.*`` band/nodata policy.
+    ``config`` (a ``Config.to_dict()``), else the export's own config with ``overrides``, gives
+    ``predict.*`` (classes, region vote, tiling) and the ``data.*`` policy (working resolution,
+    bands, nodata). Returns a small summary dict.
     """
     from segcore.config import load_config
-    from segcore.predict import predict_raster
+    from segcore.predict import export_config
+    from segcore.products import class_plan, predict_to_map
     from segcore.runtime import load_export
 
-    cfg = Config.from_dict(config) if config else load_config(None, overrides=overrides or [])
-    p = cfg.predict
-    res = predict_raster(src, dst, load_export(export_dir), k, tile=p.tile, halo=p.halo,
-                         sample_pixels=p.sample_pixels, data_cfg=cfg.data, progress=False)
-    return {"path": str(res.path), "width": res.width, "height": res.height, "k": res.k, "tiles": res.tiles}
+    model = load_export(export_dir)
+    cfg = Config.from_dict(config) if config else load_config(None, overrides=overrides or [],
+                                                                base=export_config(model.meta))
+    plan = class_plan(model, export_dir, cfg.predict.classes if k is None else "raster", k, cfg.predict.class_names)
+    res = predict_to_map([src], [Path(dst)], model, plan, cfg, overviews=cfg.predict.overviews,
+                         progress=False).rasters[0]
+    return {"path": str(res.path), "width": res.width, "height": res.height, "k": res.k, "tiles": res.tiles,
+            "classes": res.classes}
 
 
 @task(name="plan_predictions", cache_policy=NO_CACHE)

@@ -8,7 +8,9 @@ from segcore.config import Config, ConfigError, describe, load_config, valid_key
 def test_defaults_match_the_product_spec():
     cfg = Config()
     assert (cfg.model.embed_dim, cfg.model.max_k, cfg.model.temperature) == (96, 16, 0.8)
-    assert cfg.data.patch_sizes == (256, 512, 1024)
+    # Measured on real imagery at the 2 m working resolution (docs/benchmarks.md, issue 11).
+    assert cfg.data.patch_sizes == (192, 256)
+    assert (cfg.data.gsd, cfg.data.min_side, cfg.train.steps, cfg.predict.region_m) == (2.0, 256, 400, 200.0)
     assert cfg.data.source == "synthetic"
     assert cfg.data.require_slic is True
     assert cfg.data.cache_mode == "none"
