@@ -205,6 +205,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary.get("stale_runs_killed"):
         print(f"stale runs        : marked KILLED (their pipeline process is gone): "
               f"{', '.join(summary['stale_runs_killed'])}")
+    from segcore.champion import predict_command
+
+    print(f"predict           : {predict_command(summary['export_dir'])}")
     print(f"MLflow UI         : {t['ui']}")
     print("Prefect UI        : prefect server start --host 127.0.0.1  (then open http://127.0.0.1:4200)")
 
