@@ -152,7 +152,8 @@ def claim_output_file(path: str | Path, *, inputs: Iterable[str | Path] = (), wh
 
     Refused: the path of an input (also through links), an existing directory, a path under a
     regular file, an existing file that is not a label raster written by segcore (tag
-    :data:`PREDICT_TAG`). Nothing is touched.
+    :data:`PREDICT_TAG`), and an existing ``<stem>.qml`` beside ``path`` unless ``path`` is such a
+    label raster (the style ``predict`` writes there). Nothing is touched.
     """
     out = Path(path)
     _check_parents(out, what)
@@ -164,9 +165,15 @@ def claim_output_file(path: str | Path, *, inputs: Iterable[str | Path] = (), wh
                               "Choose another output path")
     if out.is_dir():
         raise OutputError(f"{what} {out} is an existing directory; give a file path such as {out / 'labels.tif'}")
-    if out.exists() and not _is_own_label_raster(out):
+    own = out.exists() and _is_own_label_raster(out)
+    if out.exists() and not own:
         raise OutputError(f"{what} {out} exists and is not a label raster written by segcore predict; segcore "
                           "never overwrites what it did not create: choose another path or remove it yourself")
+    style = out.with_name(out.stem + ".qml")  # predict writes the QGIS style beside its labels
+    if style.exists() and not own:
+        raise OutputError(f"{what} {out}: {style} exists and was not written with these labels (predict writes "
+                          "its QGIS style there); segcore never overwrites what it did not create: choose another "
+                          "output name or move that file")
     return out
 
 

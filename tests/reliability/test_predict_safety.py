@@ -42,6 +42,13 @@ def test_predict_replaces_only_its_own_output(tmp_path: Path, export_dir: Path, 
     assert rc == 0, err
     with rasterio.open(out) as ds:
         assert ds.read(1).max() <= 4
+    assert (tmp_path / "labels.qml").is_file()  # its style, replaced with it
+    (tmp_path / "new.qml").write_text("<qgis>my own style</qgis>\n")  # a user's style where predict writes its own
+    rc, err, _ = cli("predict", image, tmp_path / "new.tif", NATIVE, "--export", export_dir)
+    assert rc == 2
+    assert "new.qml exists" in err
+    assert (tmp_path / "new.qml").read_text() == "<qgis>my own style</qgis>\n"
+    assert not (tmp_path / "new.tif").exists()
     theirs = write_rgb(tmp_path / "theirs.tif", seed=9)  # a user's GeoTIFF at the output path
     before = theirs.read_bytes()
     rc, err, _ = cli("predict", image, theirs, NATIVE, "--export", export_dir)
