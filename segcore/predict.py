@@ -324,7 +324,8 @@ def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
     probs = model.probabilities(model.embed(rgb, fit.stats), fit.prototypes)  # (K, h4, w4)
     if vote is not None:
         cells = probs.shape[1:]
-        regions = superpixels(cell_colours(rgb, cells), vote[0], (y0 // STRIDE, x0 // STRIDE), vote[1])
+        oy, ox = _map_offset(info)
+        regions = superpixels(cell_colours(rgb, cells), vote[0], ((y0 + oy) / STRIDE, (x0 + ox) / STRIDE), vote[1])
         probs = region_vote(probs, regions, valid[::STRIDE, ::STRIDE][: cells[0], : cells[1]])
     # Native pixel centres in working pixels, then in cells of this window (cell j centred at 4j + 2).
     cols = ((np.arange(col, col + w) + 0.5) / fx - x0) / STRIDE - 0.5
@@ -332,6 +333,16 @@ def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
     labels = resample_argmax(probs, coordinate_taps(probs.shape[1], rows), coordinate_taps(probs.shape[2], cols))
     core_valid = _native_valid(ds, info, cfg, core, valid, (x0, y0))
     return np.where(core_valid, labels + 1, 0).astype(np.uint8)
+
+
+def _map_offset(info) -> tuple[float, float]:
+    """Working-grid pixel offset ``(rows, cols)`` of the raster's origin from the map origin (0, 0 when
+    not georeferenced): region seeds sit on a grid anchored to map coordinates, so overlapping
+    rasters of one area get the same regions."""
+    if info.transform is None:
+        return 0.0, 0.0
+    a, _, c, _, e, f = info.transform[:6]
+    return (f / e if e else 0.0), (c / a if a else 0.0)
 
 
 def _native_valid(ds, info, cfg: DataConfig, core: tuple[int, int, int, int], valid: np.ndarray,

@@ -8,7 +8,8 @@ own edges.
 
 The region side is given in ground units (``predict.region_m`` metres) and turned into cells
 through the working resolution, so it means the same on a 10 cm drone chip and a 2 m satellite
-scene. Seeds sit on a grid anchored to the raster's cell grid (not the tile's), and every cell
+scene. Seeds sit on a grid anchored to map coordinates (the raster's own cell grid when it has no
+georeferencing), never to the tile, and every cell
 only looks at the seeds of its own and the eight neighbouring grid blocks, so a tile computed with
 a halo of a few region sides agrees with the whole-raster result away from the tile edge.
 """
@@ -28,15 +29,16 @@ def cell_colours(rgb: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
     return x.reshape(h, STRIDE, w, STRIDE, 3).mean(axis=(1, 3))
 
 
-def superpixels(colours: np.ndarray, side: float, origin: tuple[int, int] = (0, 0), compactness: float = 0.1,
+def superpixels(colours: np.ndarray, side: float, origin: tuple[float, float] = (0, 0), compactness: float = 0.1,
                 iters: int = 5) -> np.ndarray:
     """SLIC-style regions on a grid of cells; ``int64 (h, w)`` region ids (not necessarily contiguous).
 
     Args:
         colours: ``(h, w, C)`` cell features (mean colour in 0..1).
         side: region side in cells (seed spacing), at least 1.
-        origin: global cell coordinates ``(row, col)`` of ``colours[0, 0]``: seeds lie on the global
-            grid ``side * (i + 1/2)``, so overlapping windows share seeds.
+        origin: global cell coordinates ``(row, col)`` of ``colours[0, 0]`` (may be fractional, e.g.
+            map coordinates in cells): seeds lie on the global grid ``side * (i + 1/2)``, so
+            overlapping windows and rasters share seeds.
         compactness: colour distance equivalent to one region side of spatial distance.
         iters: assignment/update rounds.
     """

@@ -173,3 +173,14 @@ def test_codebook_prediction_is_the_same_whatever_the_tiles(export_dir, two_cuts
     # Identical up to float32 near-ties: BLAS sums in another order when a tile's width changes the
     # im2col chunking (measured: 4 of 136 000 pixels).
     assert (_read(tmp_path / "tiled.tif")[0] != _read(tmp_path / "whole.tif")[0]).mean() < 1e-4
+
+
+def test_region_vote_regions_are_anchored_to_the_map(export_dir, two_cuts, tmp_path):
+    # With the region vote on, seeds sit on a grid in map coordinates, so two overlapping cuts get the
+    # same regions. Both cuts are read at their own 0.5 m (the default grid would shrink the two small
+    # cuts by different factors, to keep data.min_side) and the 30 m side is under a quarter of either.
+    out = tmp_path / "pred"
+    assert cli_main(["predict", str(two_cuts), str(out), "predict.region_m=30", "data.gsd=0", "--export",
+                     str(export_dir),
+                     "--no-progress", "--classes", "codebook"]) == 0
+    assert _overlap_agreement(out) >= 0.95

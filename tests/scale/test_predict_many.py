@@ -41,7 +41,8 @@ def test_predict_many_thread_runner_matches_serial(geotiffs, use_prefect_server,
     assert [r["path"] for r in results] == output_paths(rasters, str(tmp_path / "many"))
     model = load_export(export_dir)
     for src, res in zip(rasters, results, strict=True):
-        ref = predict_raster(src, tmp_path / "one.tif", model, 4, tile=64, progress=False).path
+        ref = predict_raster(src, tmp_path / "one.tif", model, 4, tile=64, data_cfg=cfg.data, progress=False,
+                             region_m=cfg.predict.region_m, region_compactness=cfg.predict.region_compactness).path
         labels = _read(res["path"])
         np.testing.assert_array_equal(labels, _read(ref))
         assert res["tiles"] == 4  # 128 px rasters in 64 px tiles
