@@ -103,15 +103,15 @@ def train(root: Path, out: Path, seed: int, source_gsd: float, overrides: list[s
     return Path(result.checkpoint), built, time.perf_counter() - t0
 
 
-def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: list[float], codebook
-          ) -> dict[str, dict]:
+def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: list[float], codebook,
+          raster_rows: bool = True) -> dict[str, dict]:
     """Predict with ``model`` once per mode (``codebook``, and ``raster`` prototypes per image) and
     region size in ``regions`` (metres; ``cfg``: the resolved Config, its data and predict sections
     are used) and score every image; RGB, SLIC and descriptor k-means on the same pixels."""
     c = num_classes(root)
     raster_regions = sorted({regions[0], regions[-1]})  # the per-raster ablation: no vote and the largest
     runs = [(f"codebook@{r:g}", "codebook", r) for r in regions]
-    runs += [(f"raster@{r:g}", "raster", r) for r in raster_regions]
+    runs += [(f"raster@{r:g}", "raster", r) for r in raster_regions if raster_rows]
     names = [name for name, _, _ in runs]
     conf = {name: np.zeros((c + 1, c + 1), np.int64) for name in (*names, "rgb", "slic", "desc")}
     timing = {name: [0.0, 0.0] for name in names}  # seconds, megapixels
@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=6, help="segments per image (the protocol's K)")
     parser.add_argument("--out", type=Path, default=None, help="default bench/out/quality_real/<name>-s<seed>")
     parser.add_argument("--checkpoint", type=Path, help="skip building and training; score this checkpoint")
+    parser.add_argument("--no-raster-rows", action="store_true", help="skip the per-raster-prototype rows")
     parser.add_argument("--region-m", default=None,
                         help="comma-separated region vote sizes in metres to score (default: predict.region_m)")
     parser.add_argument("overrides", nargs="*", help="section.key=value changes to the defaults")
@@ -168,7 +169,8 @@ def main() -> None:
     pred_dir = out / "pred"
     pred_dir.mkdir(exist_ok=True)
     regions = [float(r) for r in args.region_m.split(",")] if args.region_m else [cfg.predict.region_m]
-    res = score(args.data, pred_dir, args.k, args.seed, model, cfg, regions, load_codebook(export, model.meta))
+    res = score(args.data, pred_dir, args.k, args.seed, model, cfg, regions, load_codebook(export, model.meta),
+                not args.no_raster_rows)
     print(f"\n{args.data.name}: {len(read_pairs(args.data))} images, seed {args.seed}, K = {args.k}, "
           f"data.gsd={cfg.data.gsd} (source {args.source_gsd} m), overrides {args.overrides or 'none'}")
     print(f"shards {built:.0f} s, training {trained / 60:.1f} min (train.threads={cfg.train.threads}, "
