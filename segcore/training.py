@@ -214,8 +214,8 @@ def training_threads(requested: int) -> int:
     """Intra-op threads for ``train.threads``: the value itself, or for 0 half the usable CPU cores.
 
     Half, because a training process shares the machine with its data loading, the Prefect API and
-    MLflow; oversubscribed cores cost far more than they give (``bench/threads.py``: on 2 shared
-    cores, 1 thread ran about 3x faster than 2).
+    MLflow; oversubscribed cores cost far more than they give (``bench/threads.py`` on 2 cores with
+    one other busy process: 2 threads ran at 0.73x the speed of 1).
     """
     if requested > 0:
         return requested
