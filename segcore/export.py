@@ -16,9 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -126,19 +123,9 @@ def _write_set(out_dir: Path, files: dict[str, bytes | np.ndarray | dict]) -> No
     Refuses (OutputError) an ``out_dir`` that exists and is not an export segcore wrote, and
     (BusyError) one that another process is writing; nothing else is ever replaced.
     """
-    from segcore.safety import claim_output_dir, exclusive_lock, lock_path_for
+    from segcore.safety import replacing_dir
 
-    claim_output_dir(out_dir, "export", what="export directory")  # before the lock file is made beside it
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(lock_path_for(out_dir), f"export {out_dir}"):
-        claim_output_dir(out_dir, "export", what="export directory")
-        _swap_in_set(out_dir, files)
-
-
-def _swap_in_set(out_dir: Path, files: dict[str, bytes | np.ndarray | dict]) -> None:
-    """Write ``files`` into a temp sibling directory, then swap it in for ``out_dir``."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with replacing_dir(out_dir, "export", what="export directory") as tmp:
         for name, content in files.items():
             if name.endswith(".npz"):
                 with open(tmp / name, "wb") as fh:
@@ -147,16 +134,6 @@ def _swap_in_set(out_dir: Path, files: dict[str, bytes | np.ndarray | dict]) -> 
                 (tmp / name).write_bytes(content)
             else:
                 (tmp / name).write_text(json.dumps(content, indent=2, sort_keys=True))
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def export_model(
