@@ -18,6 +18,8 @@ and writes labels on the raster's own grid. It makes two passes over windowed re
    centres) at its own centre. With frozen statistics the network is translation-equivariant on the
    stride-4 grid and a label depends on input within the receptive radius only, so the tiled output
    equals the output of a single tile covering the raster, pixel for pixel (``tests/test_predict.py``).
+   With the region vote (``region_m``) a side inside the raster gets two region sides of context;
+   regions stop at the raster edge, so a side on the edge gets only the mirrored receptive radius.
 
 Output: ``uint8`` GeoTIFF, one band, ``0`` = nodata, clusters ``1..k``; CRS and transform copied
 from the input (a raster without them stays without), written to a temp name then renamed. It
@@ -78,7 +80,7 @@ class PredictResult:
     k: int
     tiles: int
     tile: int
-    halo: int
+    halo: int  # working pixels read around a tile on its sides inside the raster
     sample_cells: int
     working: str = ""  # the working grid, e.g. "490x490 px at 2.5 m" (see segcore.data.raster)
     classes: str = "raster"  # "codebook" (the export's dataset prototypes) or "raster" (fitted on this raster)
@@ -255,7 +257,9 @@ def predict_raster(
         # Never more than a quarter of the raster: a 30 m drone chip is not voted into one label.
         side = min(side, REGION_MAX_FRACTION * min(info.width, info.height) / STRIDE)
         vote = (side, region_compactness)
-        halo = max(halo, _round4(math.ceil(2 * side * STRIDE)))
+    # Context a tile needs on a side inside the raster (two region sides for the vote); on a side at
+    # the raster edge the network's receptive radius, mirrored, is enough: regions stop at the edge.
+    inner = max(halo, _round4(math.ceil(2 * vote[0] * STRIDE))) if vote else halo
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp.tif")
@@ -269,7 +273,8 @@ def predict_raster(
             with rasterio.open(tmp, "w", **_profile(ds)) as out:
                 out.update_tags(**{PREDICT_TAG: PREDICT_TAG_VALUE})
                 for core in tqdm(cores, desc="predict", unit="tile", disable=not progress):
-                    out.write(_predict_tile(model, ds, info, cfg, fit, core, halo, vote), 1, window=Window(*core))
+                    out.write(_predict_tile(model, ds, info, cfg, fit, core, (halo, inner), vote), 1,
+                              window=Window(*core))
         style_labels(tmp, names, mode, overviews=overviews)
         os.replace(tmp, dst)
         write_qml(dst, names)
@@ -277,9 +282,9 @@ def predict_raster(
         tmp.unlink(missing_ok=True)
         raise
     log.info("wrote %s (%dx%d px, working grid %dx%d, %d tiles, halo %d)", dst, info.native_width,
-             info.native_height, info.width, info.height, len(cores), halo)
+             info.native_height, info.width, info.height, len(cores), inner)
     working = f"{info.width}x{info.height} px" + (f" at {info.gsd:.3g} m" if info.gsd else "")
-    return PredictResult(dst, info.native_width, info.native_height, k, len(cores), tile, halo, fit.sample_cells,
+    return PredictResult(dst, info.native_width, info.native_height, k, len(cores), tile, inner, fit.sample_cells,
                          working, mode, tuple(names))
 
 
@@ -307,19 +312,25 @@ def read_reflected(ds, info, cfg: DataConfig, window: Window) -> tuple[np.ndarra
 
 
 def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
-                  core: tuple[int, int, int, int], halo: int, vote: tuple[float, float] | None = None
-                  ) -> np.ndarray:
+                  core: tuple[int, int, int, int], halo: tuple[int, int],
+                  vote: tuple[float, float] | None = None) -> np.ndarray:
     """``uint8 (h, w)`` labels of one core tile in the file's own pixels.
 
-    The working-grid window read covers the tile's pixels plus ``halo`` on every side; its origin
-    is a multiple of 4 (so its stride-4 cells are the raster's), and it is mirrored beyond the
-    raster edge (:func:`read_reflected`).
+    ``halo`` is ``(edge, inner)``: the working-grid window read covers the tile's pixels plus
+    ``inner`` on every side that lies inside the raster and ``edge`` (the network's receptive
+    radius) on a side at the raster edge, where the window is mirrored (:func:`read_reflected`); a
+    region never crosses the raster edge, so mirrored context beyond the network's needs would only
+    cost time. The window's origin is a multiple of 4 (its stride-4 cells are the raster's).
     """
     col, row, w, h = core
     fx, fy = info.factor_x, info.factor_y
-    x0 = STRIDE * math.floor((col / fx - halo) / STRIDE)
-    y0 = STRIDE * math.floor((row / fy - halo) / STRIDE)
-    x1, y1 = math.ceil((col + w) / fx) + halo, math.ceil((row + h) / fy) + halo
+    edge, inner = halo
+    left, top = (edge if col == 0 else inner), (edge if row == 0 else inner)
+    right = edge if col + w >= info.native_width else inner
+    bottom = edge if row + h >= info.native_height else inner
+    x0 = STRIDE * math.floor((col / fx - left) / STRIDE)
+    y0 = STRIDE * math.floor((row / fy - top) / STRIDE)
+    x1, y1 = math.ceil((col + w) / fx) + right, math.ceil((row + h) / fy) + bottom
     rgb, valid = read_reflected(ds, info, cfg, Window(x0, y0, x1 - x0, y1 - y0))
     probs = model.probabilities(model.embed(rgb, fit.stats), fit.prototypes)  # (K, h4, w4)
     if vote is not None:

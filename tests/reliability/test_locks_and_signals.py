@@ -80,7 +80,8 @@ def test_export_lock(tmp_path: Path) -> None:
     torch.manual_seed(0)
     holder = hold_lock(lock_path_for(tmp_path / "exp"))
     try:
-        with pytest.raises(BusyError, match=f"export directory {tmp_path / 'exp'} is being written by PID {holder.pid}"):
+        busy = f"export directory {tmp_path / 'exp'} is being written by PID {holder.pid}"
+        with pytest.raises(BusyError, match=busy):
             export_model(build_segmenter(cfg), cfg, tmp_path / "exp")
     finally:
         holder.communicate("")
