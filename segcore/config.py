@@ -141,8 +141,8 @@ class TrainConfig:
     log_every: int = _f(10, "steps between progress lines")
     out_dir: str = _f("runs", "directory under which run directories are created")
     nproc: int = _f(1, "processes for DistributedDataParallel (torchrun) training")
-    threads: int = _f(0, "torch intra-op threads of a training process (0: auto, half the CPU cores this process "
-                         "may use, at least 1; measured in bench/threads.py)")
+    threads: int = _f(0, "torch intra-op threads of a training process (0: auto, OMP_NUM_THREADS if set, else the "
+                         "cores other processes leave free, shared by the ranks, at least 1; bench/threads.py)")
     init_from: str = _f("", "checkpoint whose model weights start training (warm start; step 0, fresh optimizer)")
 
 
