@@ -163,46 +163,81 @@ def evaluate(model_or_checkpoint: Any, data: EvalData, cfg: Config, out_dir: str
     Returns:
         The flat metrics dict written to ``metrics.json``.
     """
-    import pandas as pd
+    return evaluate_many([(model_or_checkpoint, out_dir, cfg.eval.num_overlays)], data, cfg)[0]
 
-    predictor = resolve_predictor(model_or_checkpoint, cfg)
-    k = cfg.eval.k or data.num_classes
-    big_k = max(predictor.max_k, k) if not isinstance(predictor, KMeansBaseline) else cfg.model.max_k
-    if k > predictor.max_k:
-        raise ConfigError(f"eval.k={k} exceeds the model's max_k={predictor.max_k}; set eval.k lower")
-    out = Path(out_dir)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    matched, majority = MatchedIoU(data.num_classes), MatchedIoU(data.num_classes)
-    proxy = ProxyMetrics(k, cfg.eval.speckle_px)
-    rows, consistency, seconds = [], [], 0.0
-    for index, item in enumerate(data.images()):
+
+def evaluate_many(models: list[tuple[Any, str | Path, int]], data: EvalData, cfg: Config) -> list[dict[str, float]]:
+    """:func:`evaluate` several models in **one pass** over ``data``: each image is read (decoded from
+    its shard, resampled) once and segmented by every model, so comparing models costs one read.
+
+    Args:
+        models: ``(model_or_checkpoint, out_dir, num_overlays)`` per model (see :func:`evaluate`).
+
+    Returns:
+        Each model's flat metrics, in the order given.
+    """
+    scorers = [_Scorer(resolve_predictor(model, cfg), data, cfg, Path(out), overlays)
+               for model, out, overlays in models]
+    n = 0
+    for item in data.images():
+        for scorer in scorers:
+            scorer.update(item)
+        n += 1
+    if not n:
+        raise ConfigError(f"evaluation data {data.name} holds no images")
+    return [scorer.finish() for scorer in scorers]
+
+
+class _Scorer:
+    """One model's running scores, per-image rows and overlays over an evaluation pass."""
+
+    def __init__(self, predictor, data: EvalData, cfg: Config, out: Path, num_overlays: int):
+        self.predictor, self.data, self.out, self.num_overlays = predictor, data, out, num_overlays
+        self.k = k = cfg.eval.k or data.num_classes
+        self.big_k = max(predictor.max_k, k) if not isinstance(predictor, KMeansBaseline) else cfg.model.max_k
+        if k > predictor.max_k:
+            raise ConfigError(f"eval.k={k} exceeds the model's max_k={predictor.max_k}; set eval.k lower")
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+        self.matched, self.majority = MatchedIoU(data.num_classes), MatchedIoU(data.num_classes)
+        self.proxy = ProxyMetrics(k, cfg.eval.speckle_px)
+        self.rows: list[dict[str, Any]] = []
+        self.consistency: list[float] = []
+        self.seconds = 0.0
+
+    def update(self, item: EvalImage) -> None:
+        predictor, k = self.predictor, self.k
         t0 = time.perf_counter()
         pred = predictor.segment(item.image, k, item.valid)
-        seconds += time.perf_counter() - t0
-        conf = matched.update(pred, item.target)
-        pred_big = pred if big_k == k else predictor.segment(item.image, big_k, item.valid)
-        majority.update(pred_big, item.target)
-        one = proxy.update(pred, item.valid)
-        consistency.append(view_consistency(predictor, item, k, pred))
+        self.seconds += time.perf_counter() - t0
+        conf = self.matched.update(pred, item.target)
+        pred_big = pred if self.big_k == k else predictor.segment(item.image, self.big_k, item.valid)
+        self.majority.update(pred_big, item.target)
+        one = self.proxy.update(pred, item.valid)
+        self.consistency.append(view_consistency(predictor, item, k, pred))
         own = scores(conf)
-        rows.append({"image": item.name, "height": item.image.shape[0], "width": item.image.shape[1],
-                     "stride": item.stride, "miou": own["miou"], "pixel_acc": own["pixel_acc"],
-                     "utilization": one["proxy/utilization"], "speckle": one["proxy/speckle"],
-                     "boundary_density": one["proxy/boundary_density"], "two_view_consistency": consistency[-1]})
-        if index < cfg.eval.num_overlays:
-            mapping = matched_classes(pred, item.target, data.num_classes)
-            save_png(out / "overlays" / f"{_safe(item.name)}.png",
+        self.rows.append({"image": item.name, "height": item.image.shape[0], "width": item.image.shape[1],
+                          "stride": item.stride, "miou": own["miou"], "pixel_acc": own["pixel_acc"],
+                          "utilization": one["proxy/utilization"], "speckle": one["proxy/speckle"],
+                          "boundary_density": one["proxy/boundary_density"],
+                          "two_view_consistency": self.consistency[-1]})
+        if len(self.rows) <= self.num_overlays:
+            mapping = matched_classes(pred, item.target, self.data.num_classes)
+            save_png(self.out / "overlays" / f"{_safe(item.name)}.png",
                      render_overlay(item.image, pred, item.target, item.valid, mapping))
-    if not rows:
-        raise ConfigError(f"evaluation data {data.name} holds no images")
-    metrics = _collect(matched, majority, proxy, consistency, k, big_k, len(rows), seconds)
-    _write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
-    _write_text(out / "per_image.csv", pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
-    method = getattr(predictor, "name", type(predictor).__name__)
-    _write_text(out / "summary.md", summary_markdown(metrics, data.name, method))
-    log.info("evaluated %d images of %s: mIoU %.3f, pixel acc %.3f", len(rows), data.name,
-             metrics.get("val/miou", math.nan), metrics.get("val/pixel_acc", math.nan))
-    return metrics
+
+    def finish(self) -> dict[str, float]:
+        import pandas as pd
+
+        out, data = self.out, self.data
+        metrics = _collect(self.matched, self.majority, self.proxy, self.consistency, self.k, self.big_k,
+                           len(self.rows), self.seconds)
+        _write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        _write_text(out / "per_image.csv", pd.DataFrame(self.rows).to_csv(index=False, float_format="%.6g"))
+        method = getattr(self.predictor, "name", type(self.predictor).__name__)
+        _write_text(out / "summary.md", summary_markdown(metrics, data.name, method))
+        log.info("evaluated %d images of %s with %s: mIoU %.3f, pixel acc %.3f", len(self.rows), data.name, method,
+                 metrics.get("val/miou", math.nan), metrics.get("val/pixel_acc", math.nan))
+        return metrics
 
 
 def _collect(matched: MatchedIoU, majority: MatchedIoU, proxy: ProxyMetrics, consistency: list[float],

@@ -2,7 +2,8 @@
 
 :func:`score_pair` evaluates the new model (the challenger, a training checkpoint) and the current
 champion (its export, run by the numpy runtime) on one :class:`~segcore.evaluate.EvalData`, with
-one protocol. :func:`decide` turns the two scores into a :class:`Decision`:
+one protocol, in one pass over the images (each tile is read once and segmented by both, and by
+the RGB k-means baseline). :func:`decide` turns the two scores into a :class:`Decision`:
 
 * with labels, the challenger becomes ``champion`` only if its matched mIoU beats the champion's
   by more than ``eval.promote_margin`` (0.05: the spread of mIoU between training seeds measured
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from segcore.config import Config
-from segcore.evaluate import EvalData, evaluate
+from segcore.evaluate import EvalData, evaluate_many
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LABELLED_METRIC = "val/miou"
@@ -63,13 +64,17 @@ def score_pair(challenger: Any, champion: Any | None, data: EvalData, cfg: Confi
     ``baseline/kmeans_rgb/``.
     """
     out = Path(out_dir)
-    metrics = evaluate(challenger, data, cfg, out / "eval")
-    quiet = cfg.replace(**{"eval.num_overlays": 0})
+    models = [(challenger, out / "eval", cfg.eval.num_overlays)]
     if champion is not None:
-        theirs = evaluate(champion, data, quiet, out / "champion")
-        metrics.update({CHAMPION_PREFIX + k: v for k, v in theirs.items()})
+        models.append((champion, out / "champion", 0))
     if baseline:
-        base = evaluate("kmeans", data, quiet, out / "baseline")
+        models.append(("kmeans", out / "baseline", 0))
+    results = iter(evaluate_many(models, data, cfg))  # one pass: every tile is read once for all models
+    metrics = next(results)
+    if champion is not None:
+        metrics.update({CHAMPION_PREFIX + k: v for k, v in next(results).items()})
+    if baseline:
+        base = next(results)
         metrics.update({f"baseline/kmeans_rgb/{k.split('/', 1)[1]}": base[k]
                         for k in ("val/miou", "val/pixel_acc") if k in base})
     return metrics

@@ -123,3 +123,33 @@ def test_an_unreadable_champion_export_is_reported_not_fatal(shards_and_checkpoi
     assert scored.champion_error
     assert "val/miou" in scored.metrics
     assert not any(k.startswith("champion/") for k in scored.metrics)
+
+
+def test_challenger_champion_and_baseline_share_one_read_of_every_tile(shards_and_checkpoint, tmp_path, monkeypatch):
+    # One pass: each evaluation tile is read (decoded from its shard) once and segmented by every model.
+    import segcore.eval_plan as eval_plan
+    from segcore.export import export_checkpoint
+    from segcore.promotion import score_on_shards
+
+    cfg, root, checkpoint = shards_and_checkpoint
+    champion = export_checkpoint(checkpoint, tmp_path / "export", codebook=None)
+    reads = []
+    real = eval_plan.eval_data
+
+    def counted(*args, **kwargs):
+        data = real(*args, **kwargs)
+
+        def images():
+            for item in data.images():
+                reads.append(item.name)
+                yield item
+
+        return type(data)(data.name, data.num_classes, images)
+
+    monkeypatch.setattr(eval_plan, "eval_data", counted)
+    scored = score_on_shards(root, checkpoint, champion, cfg, tmp_path / "out")
+    assert scored.metrics["val/images"] == scored.metrics["champion/val/images"] == 1
+    assert "baseline/kmeans_rgb/miou" in scored.metrics
+    assert len(reads) == len(set(reads)) == 1
+    for part in ("eval", "champion", "baseline"):
+        assert (tmp_path / "out" / part / "per_image.csv").read_text().count("\n") == 2  # header + the one tile
