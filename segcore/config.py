@@ -142,7 +142,7 @@ class TrainConfig:
     out_dir: str = _f("runs", "directory under which run directories are created")
     nproc: int = _f(1, "processes for DistributedDataParallel (torchrun) training")
     threads: int = _f(0, "torch intra-op threads of a training process (0: auto, OMP_NUM_THREADS if set, else the "
-                         "cores other processes leave free, shared by the ranks, at least 1; bench/threads.py)")
+                         "usable cores shared by the ranks; set 1 on a busy shared machine; bench/threads.py)")
     init_from: str = _f("", "checkpoint whose model weights start training (warm start; step 0, fresh optimizer)")
 
 

@@ -211,23 +211,34 @@ def warm_start(trainee: Trainee, checkpoint: str | Path, placement: Placement) -
 
 
 def training_threads(requested: int, world_size: int = 1) -> int:
-    """Intra-op threads for ``train.threads``: the value itself, or for 0 (auto) the cores left free.
+    """Intra-op threads for ``train.threads``: the value itself, or for 0 (auto) ``OMP_NUM_THREADS``
+    when set, else the usable cores shared among the ``world_size`` ranks, at least 1.
 
-    Auto takes ``OMP_NUM_THREADS`` when it is set; otherwise the usable cores minus those other
-    processes keep busy (:func:`busy_cores_elsewhere`, sampled over a quarter of a second), shared
-    among the ``world_size`` ranks of a distributed run, at least 1. ``bench/threads.py`` on 2
-    cores: idle, 2 threads ran 1.84x as fast as 1; with one other busy process, 0.73x as fast,
-    because threads then wait on each other at every op. No fixed number is right for both.
+    A function of the machine, never of its momentary load: the thread count changes the order of
+    float sums, so a load-dependent choice would break "the same seed gives the same numbers".
+    ``bench/threads.py`` on 2 idle cores: 2 threads ran 1.84x as fast as 1; with one other busy
+    process 0.73x as fast (threads wait on each other at every op), so :func:`fit` warns when other
+    processes keep cores busy and says to set ``train.threads``.
     """
     if requested > 0:
         return requested
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    cores = usable_cores()
-    busy = busy_cores_elsewhere()
-    free = cores // 2 if busy is None else int(cores - busy + 0.5)  # no /proc: half, as a hedge
-    return max(1, min(cores, free) // max(1, world_size))
+    return max(1, usable_cores() // max(1, world_size))
+
+
+def crowding_warning(threads: int, world_size: int = 1) -> str:
+    """A warning when other processes leave fewer free cores than the ranks' threads need ('' if not)."""
+    busy = busy_cores_elsewhere(0.1)
+    if busy is None:
+        return ""
+    free = usable_cores() - busy
+    if threads * world_size <= free + 0.5:
+        return ""
+    return (f"other processes keep {busy:.1f} of {usable_cores()} cores busy; training with {threads} thread(s) "
+            f"per process oversubscribes the rest and can run several times slower: set train.threads="
+            f"{max(1, int(free + 0.5) // max(1, world_size))} (or OMP_NUM_THREADS) on a shared machine")
 
 
 def usable_cores() -> int:
@@ -307,6 +318,8 @@ def fit(
     torch.set_num_threads(threads)
     if is_main:
         log.info("training with %d intra-op thread(s) per process (train.threads=%d)", threads, cfg.train.threads)
+        if cfg.train.threads == 0 and (crowded := crowding_warning(threads, world_size)):
+            log.warning(crowded)
     trainee = build_trainee(cfg, placement)
     teacher = None
     if cfg.teacher.enabled:
@@ -325,7 +338,8 @@ def fit(
     if is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         _write_json(run_dir / "config.json", cfg.to_dict())
-        _write_json(run_dir / "versions.json", package_versions())
+        # The thread count is part of what made the numbers (it orders the float sums).
+        _write_json(run_dir / "versions.json", {**package_versions(), "torch_threads": threads})
         logger.log_params({"config_hash": cfg.hash(), **_flat_params(cfg)})
     if cfg.train.init_from and resume is None:
         warm_start(trainee, cfg.train.init_from, placement)
@@ -348,7 +362,7 @@ def fit(
             save_checkpoint(ckpt_path, {
                 **trainee.state(), "step": step, "consumed": batcher.consumed, "rng": rng_state(),
                 "best_loss": best_loss, "best_step": best_step, "config": cfg.to_dict(),
-                "versions": package_versions(),
+                "versions": {**package_versions(), "torch_threads": torch.get_num_threads()},
             })
 
     for step in range(start, end):

@@ -88,6 +88,8 @@ def test_checkpoint_records_config_versions_and_rng(tmp_path, samples):
     state = load_checkpoint(result.checkpoint)
     assert state["config"] == cfg.to_dict()
     assert state["versions"]["torch"] == torch.__version__
+    assert state["versions"]["torch_threads"] == torch.get_num_threads() >= 1  # it orders the float sums
+    assert json.loads((tmp_path / "run" / "versions.json").read_text())["torch_threads"] == torch.get_num_threads()
     assert {"model", "decoder", "loss", "optimizer", "scheduler", "rng", "step", "best_loss"} <= state.keys()
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == cfg.to_dict()
 
