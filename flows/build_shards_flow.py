@@ -15,6 +15,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from tasks.build_shards_dask import (
+    dataset_lock,
     failed_image,
     plan_shards,
     publish_shards,
@@ -32,21 +33,22 @@ def build_shards_flow(config: dict[str, Any], task_runner: Literal["thread", "da
     """
     log = get_run_logger()
     exclude: tuple[str, ...] = ()
-    while True:
-        # Phase 1: plan (rasters validated, tiles and splits fixed) in this process.
-        plan = plan_shards(config, on_error, exclude)
-        # Phase 2: one task run per shard on the flow's task runner; results back in shard order.
-        futures = [write_one_shard.submit(plan, i) for i in range(len(plan.shards))]
-        outcomes = [f.result() for f in futures]
-        errors = [o for o in outcomes if isinstance(o, Exception)]
-        if not errors:
-            break
-        if on_error == "fail":
-            raise errors[0]
-        exclude += tuple(sorted({failed_image(plan, e) for e in errors}))
-        log.warning("dropping %d unreadable raster(s) and planning again: %s", len(errors), exclude)
-    # Phase 3: manifest last, then the staging directory replaces the published dataset.
-    root = publish_shards(plan, outcomes)
+    with dataset_lock(config):  # held by this process from planning to publishing
+        while True:
+            # Phase 1: plan (rasters validated, tiles and splits fixed) in this process.
+            plan = plan_shards(config, on_error, exclude)
+            # Phase 2: one task run per shard on the flow's task runner; results back in shard order.
+            futures = [write_one_shard.submit(plan, i) for i in range(len(plan.shards))]
+            outcomes = [f.result() for f in futures]
+            errors = [o for o in outcomes if isinstance(o, Exception)]
+            if not errors:
+                break
+            if on_error == "fail":
+                raise errors[0]
+            exclude += tuple(sorted({failed_image(plan, e) for e in errors}))
+            log.warning("dropping %d unreadable raster(s) and planning again: %s", len(errors), exclude)
+        # Phase 3: manifest last, then the staging directory replaces the published dataset.
+        root = publish_shards(plan, outcomes)
     log.info("published %s: %d shards (%d reused)", root, len(outcomes), sum(o.reused for o in outcomes))
     return root
 

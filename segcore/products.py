@@ -18,6 +18,7 @@ from segcore.config import Config, DataConfig
 from segcore.errors import ConfigError, RasterError
 from segcore.predict import PredictResult, predict_raster
 from segcore.runtime import NumpyModel
+from segcore.safety import claim_output_file
 from segcore.style import write_vrt
 from segcore.vector import VectorResult, polygonize
 
@@ -121,6 +122,17 @@ def predict_to_map(
     polygons use ``cfg.predict.vector_min_area`` and ``cfg.predict.vector_simplify``.
     """
     p = cfg.predict
+    # Every output is claimed before anything is written: a refusal never leaves half a product.
+    for dst in outputs:
+        claim_output_file(dst, inputs=inputs, what="output")
+    mosaic_path = outputs[0].parent / MOSAIC if len(outputs) > 1 else None
+    if mosaic_path is not None:
+        claim_output_file(mosaic_path, inputs=inputs, what="mosaic", kind="mosaic")
+    targets = []
+    if vector is not None:
+        targets = [Path(vector)] if len(outputs) == 1 else [Path(vector) / f"{o.stem}.gpkg" for o in outputs]
+        for gpkg in targets:
+            claim_output_file(gpkg, inputs=[*inputs, *outputs], what="--vector output", kind="polygons")
     results = []
     for src, dst in zip(inputs, outputs, strict=True):
         results.append(predict_raster(
@@ -128,14 +140,13 @@ def predict_to_map(
             progress=progress, region_m=p.region_m, region_compactness=p.region_compactness,
             codebook=plan.codebook, class_names=plan.names, overviews=overviews))
     mosaic = None
-    if len(outputs) > 1:
+    if mosaic_path is not None:
         try:
-            mosaic = write_vrt(outputs, outputs[0].parent / MOSAIC, plan.names)
+            mosaic = write_vrt(outputs, mosaic_path, plan.names)
         except RasterError as exc:
             log.warning("no mosaic.vrt: %s", exc)
     vectors = []
     if vector is not None:
-        targets = [Path(vector)] if len(outputs) == 1 else [Path(vector) / f"{o.stem}.gpkg" for o in outputs]
         for labels, gpkg in zip(outputs, targets, strict=True):
             vectors.append(polygonize(labels, gpkg, plan.names, min_area=p.vector_min_area,
                                       simplify=p.vector_simplify))

@@ -22,9 +22,9 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 PREDICT_TAG = "SEGCORE_OUTPUT"  # GeoTIFF metadata tag marking a label raster written by segcore predict
 PREDICT_TAG_VALUE = "predict-labels"
+MOSAIC_TAG_VALUE = "predict-mosaic"  # the same key in a mosaic VRT's dataset metadata
+POLYGONS_TAG_VALUE = "predict-polygons"  # ... and in a polygon GeoPackage's dataset metadata
 
 
 def _json(path: Path) -> dict | None:
@@ -147,14 +149,45 @@ def _is_own_label_raster(path: Path) -> bool:
         return False
 
 
-def claim_output_file(path: str | Path, *, inputs: Iterable[str | Path] = (), what: str = "output") -> Path:
+def _is_own_mosaic(path: Path) -> bool:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        return False
+    return any(item.get("key") == PREDICT_TAG and item.text == MOSAIC_TAG_VALUE
+               for item in root.findall("./Metadata/MDI"))
+
+
+def _is_own_polygons(path: Path) -> bool:
+    try:
+        import pyogrio
+
+        meta = pyogrio.read_info(path).get("dataset_metadata") or {}
+    except Exception:
+        return False
+    return meta.get(PREDICT_TAG) == POLYGONS_TAG_VALUE
+
+
+OWN_FILES: dict[str, tuple[Callable[[Path], bool], str]] = {
+    "labels": (_is_own_label_raster, "a label raster written by segcore predict"),
+    "mosaic": (_is_own_mosaic, "a mosaic VRT written by segcore predict"),
+    "polygons": (_is_own_polygons, "a polygon GeoPackage written by segcore predict"),
+}
+
+
+def claim_output_file(path: str | Path, *, inputs: Iterable[str | Path] = (), what: str = "output",
+                      kind: str = "labels") -> Path:
     """Check that file ``path`` may be written by ``segcore predict``; return it.
 
     Refused: the path of an input (also through links), an existing directory, a path under a
-    regular file, an existing file that is not a label raster written by segcore (tag
-    :data:`PREDICT_TAG`), and an existing ``<stem>.qml`` beside ``path`` unless ``path`` is such a
-    label raster (the style ``predict`` writes there). Nothing is touched.
+    regular file, an existing file that is not segcore's own output of ``kind`` (:data:`OWN_FILES`:
+    a label raster, mosaic VRT or polygon GeoPackage carrying :data:`PREDICT_TAG`) and, for labels,
+    an existing ``<stem>.qml`` beside ``path`` unless ``path`` is such a label raster (the style
+    ``predict`` writes there). Nothing is touched.
     """
+    is_own, description = OWN_FILES[kind]
     out = Path(path)
     _check_parents(out, what)
     for item in inputs:
@@ -165,12 +198,12 @@ def claim_output_file(path: str | Path, *, inputs: Iterable[str | Path] = (), wh
                               "Choose another output path")
     if out.is_dir():
         raise OutputError(f"{what} {out} is an existing directory; give a file path such as {out / 'labels.tif'}")
-    own = out.exists() and _is_own_label_raster(out)
+    own = out.exists() and is_own(out)
     if out.exists() and not own:
-        raise OutputError(f"{what} {out} exists and is not a label raster written by segcore predict; segcore "
-                          "never overwrites what it did not create: choose another path or remove it yourself")
+        raise OutputError(f"{what} {out} exists and is not {description}; segcore never overwrites what it "
+                          "did not create: choose another path or remove it yourself")
     style = out.with_name(out.stem + ".qml")  # predict writes the QGIS style beside its labels
-    if style.exists() and not own:
+    if kind == "labels" and style.exists() and not own:
         raise OutputError(f"{what} {out}: {style} exists and was not written with these labels (predict writes "
                           "its QGIS style there); segcore never overwrites what it did not create: choose another "
                           "output name or move that file")
@@ -257,19 +290,23 @@ def replacing_dir(path: str | Path, kind: str, *, inputs: Iterable[str | Path] =
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(lock_path_for(out), f"{what} {out}"):
         claim_output_dir(out, kind, inputs=inputs, what=what)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        # Named before it exists, so that a signal landing right after mkdir still finds it to remove.
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
         try:
+            tmp.mkdir()
             yield tmp
-            old = None
             if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
                 os.replace(out, old)
             os.replace(tmp, out)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
         except BaseException:
+            if old.exists() and not out.exists():
+                os.replace(old, out)  # interrupted between the two renames: the earlier output goes back
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            if out.exists():
+                shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------ termination

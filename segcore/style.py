@@ -29,6 +29,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
 from segcore.errors import RasterError
+from segcore.safety import MOSAIC_TAG_VALUE, PREDICT_TAG, claim_output_file
 
 #: Distinct colours for the first classes (Tableau 10 + 10 more); beyond them, golden-ratio hues.
 BASE_COLOURS = (
@@ -134,9 +135,10 @@ def write_vrt(rasters: list[str | Path], out: str | Path, class_names: list[str]
 
     Later rasters are drawn over earlier ones except where they are nodata (0). Source paths are
     stored relative to the VRT. Raises :class:`RasterError` when the rasters are not georeferenced,
-    differ in CRS or pixel size, or are rotated.
+    differ in CRS or pixel size, or are rotated, and :class:`~segcore.errors.OutputError` when
+    ``out`` exists and is not a mosaic segcore wrote (it is then left alone).
     """
-    out = Path(out)
+    out = claim_output_file(out, inputs=rasters, what="mosaic", kind="mosaic")
     infos = []
     for path in rasters:
         with rasterio.open(path) as ds:
@@ -157,6 +159,7 @@ def write_vrt(rasters: list[str | Path], out: str | Path, class_names: list[str]
     width, height = round((right - left) / res_x), round((bottom - top) / res_y)
     root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
     ET.SubElement(root, "SRS").text = crs.to_wkt()
+    ET.SubElement(ET.SubElement(root, "Metadata"), "MDI", key=PREDICT_TAG).text = MOSAIC_TAG_VALUE
     ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in (left, res_x, 0.0, top, 0.0, res_y))
     band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band="1")
     ET.SubElement(band, "NoDataValue").text = "0"

@@ -41,6 +41,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from segcore.errors import RasterError
+from segcore.safety import POLYGONS_TAG_VALUE, PREDICT_TAG, claim_output_file
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,8 @@ class _Writer:
             warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
             pyogrio.raw.write(str(self.path), shapely.to_wkb(geoms), fields, list(FIELDS), layer=self.layer,
                               driver="GPKG", geometry_type="Polygon", crs=self.crs, append=self.started,
-                              promote_to_multi=False)
+                              promote_to_multi=False,
+                              dataset_metadata=None if self.started else {PREDICT_TAG: POLYGONS_TAG_VALUE})
         self.count += len(self.batch)
         self.batch, self.started = [], True
 
@@ -183,7 +185,8 @@ def polygonize(
     block: int = 1024,
     layer: str = "classes",
 ) -> VectorResult:
-    """Polygons of label raster ``labels`` into GeoPackage ``out`` (replaced atomically).
+    """Polygons of label raster ``labels`` into GeoPackage ``out`` (replaced atomically; an existing
+    ``out`` that segcore did not write is refused, see :func:`segcore.safety.claim_output_file`).
 
     Args:
         class_names: names of classes ``1..k`` (``class_name`` field); ids above ``k`` are an error.
@@ -191,7 +194,7 @@ def polygonize(
         simplify: simplification tolerance in map units (0: off).
         block: block side in pixels (memory is bounded by it, plus the polygons waiting on seams).
     """
-    out = Path(out)
+    out = claim_output_file(out, inputs=[labels], what="polygons", kind="polygons")
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # no georeferencing: pixel coordinates, no CRS (never invented)
         warnings.simplefilter("ignore", NotGeoreferencedWarning)

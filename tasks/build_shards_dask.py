@@ -9,6 +9,8 @@ serial ``build_shards(cfg)`` whichever runner wrote it. :func:`task_runner_for` 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import task
@@ -18,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from segcore.config import Config
 from segcore.data.shard_index import reuse_shard
 from segcore.data.shard_plan import BuildPlan, dataset_dirs
-from segcore.data.shards import ShardResult, plan_build, prepare_staging, publish, write_shard
+from segcore.data.shards import ShardResult, building, plan_build, prepare_staging, publish, write_shard
 from segcore.errors import RasterError, ShardError
 from tasks.retry import retry_on_io
 
@@ -55,6 +57,15 @@ def task_runner_for(kind: str, dask_address: str = "", dask_workers: int = 2, th
     if dask_address:
         return DaskTaskRunner(address=dask_address)
     return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(dask_workers))
+
+
+@contextmanager
+def dataset_lock(config: dict[str, Any]) -> Iterator[str]:
+    """Hold the dataset's build lock (``segcore.data.shards.building``) in the flow process while the
+    fan-out plans, writes and publishes; yields the dataset root. A second build of the same dataset,
+    serial or fanned out, fails at once naming this PID; a failed fan-out leaves no staging debris."""
+    with building(Config.from_dict(config)) as (root, _):
+        yield str(root)
 
 
 @task(name="plan_shards", cache_policy=NO_CACHE)

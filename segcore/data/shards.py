@@ -24,8 +24,9 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -205,18 +206,29 @@ def build_shards(
     ``on_shard_done`` is called in this process after each shard is in place in the staging
     directory (tests use it to simulate a kill). Returns the :class:`BuildSummary`.
 
-    Holds the dataset's lock (``.<dataset>.lock`` beside it) throughout: a concurrent build of the
-    same dataset fails at once with a BusyError naming this process. On any failure (SIGTERM
-    included, see :func:`segcore.safety.terminate_raises`) the ``.tmp-*`` directories are removed,
-    and the staging directory too unless it holds completed shards a re-run can reuse.
+    Holds the dataset's lock (``.<dataset>.lock`` beside it) throughout (:func:`building`).
     """
     _check_on_error(on_error)
+    with building(cfg) as (_, staging):
+        return _build_locked(cfg, on_error, progress, on_shard_done, staging)
+
+
+@contextmanager
+def building(cfg: Config) -> Iterator[tuple[Path, Path]]:
+    """Hold the dataset's build lock for the block; yields ``(root, staging)``.
+
+    Every builder of a dataset (:func:`build_shards`, and the fan-out flow, which plans, writes
+    through other processes and publishes under this one lock) enters it: a concurrent build of
+    the same dataset fails at once with a BusyError naming the holder's PID. When the block fails
+    (SIGTERM included, see :func:`segcore.safety.terminate_raises`) the ``.tmp-*`` directories are
+    removed, and the staging directory too unless it holds completed shards a re-run can reuse.
+    """
     root, staging = dataset_dirs(cfg)  # validates data.dataset
     # Checked before the lock file is created beside it, and again (with the inputs) once locked.
     claim_output_dir(root, "shards", what="dataset directory (data.processed_root/data.dataset)", error=ShardError)
     with exclusive_lock(lock_path_for(root), f"dataset {root}", doing="built"):
         try:
-            return _build_locked(cfg, on_error, progress, on_shard_done, staging)
+            yield root, staging
         except BaseException:
             remove_staging_leftovers(staging)
             raise

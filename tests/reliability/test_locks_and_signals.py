@@ -146,3 +146,42 @@ def test_failed_resume_leaves_no_run_directory(tmp_path: Path, cli) -> None:
     assert "bad.pt" in err
     assert not (tmp_path / "run").exists()
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '["bad.pt"]'
+
+
+# The child sends itself a real SIGTERM at an exact point of export's write: right after its
+# temporary directory is created, or between moving the earlier export aside and moving the new one
+# in (a timed kill would almost always miss both).
+SIGTERM_IN_EXPORT = (
+    "import os, signal, sys\n"
+    "when = sys.argv.pop(1)\n"
+    "real_mkdir, real_replace = os.mkdir, os.replace\n"
+    "def mkdir(path, *args, **kwargs):\n"
+    "    real_mkdir(path, *args, **kwargs)\n"
+    "    if when == 'mkdir' and os.path.basename(path).startswith('.exp.'):\n"
+    "        os.kill(os.getpid(), signal.SIGTERM)\n"
+    "def replace(src, dst, *args, **kwargs):\n"
+    "    real_replace(src, dst, *args, **kwargs)\n"
+    "    if when == 'rename' and os.path.basename(dst).startswith('.exp.old-'):\n"
+    "        os.kill(os.getpid(), signal.SIGTERM)\n"
+    "os.mkdir, os.replace = mkdir, replace\n"
+    "from segcore.cli.main import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.parametrize("when", ["mkdir", "rename"])
+def test_sigterm_during_export_keeps_the_earlier_export_and_leaves_nothing(tmp_path: Path, cli, when) -> None:
+    rc, err, _ = cli("train", "--synthetic", "--steps", "1", "--run-dir", tmp_path / "run", "--no-progress",
+                     "data.synthetic_count=1", "data.synthetic_size=64", "data.patch_sizes=[64]")
+    assert rc == 0, err
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    rc, err, _ = cli("export", "--checkpoint", checkpoint, "--out", tmp_path / "exp", "--no-codebook")
+    assert rc == 0, err
+    before = snapshot(tmp_path / "exp")
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_IN_EXPORT, when, "export", "--checkpoint", str(checkpoint),
+                           "--out", str(tmp_path / "exp"), "--no-codebook", "--run-id", "second"],
+                          cwd=tmp_path, env=segcore_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert snapshot(tmp_path / "exp") == before  # the earlier export, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "run"]  # no .exp.*.tmp, .exp.old-*, .exp.lock

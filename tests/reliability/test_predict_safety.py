@@ -3,6 +3,7 @@ only label rasters it wrote, leaves no temporary file after SIGTERM, and finds s
 
 from __future__ import annotations
 
+import shutil
 import signal
 from pathlib import Path
 
@@ -55,6 +56,47 @@ def test_predict_replaces_only_its_own_output(tmp_path: Path, export_dir: Path, 
     assert rc == 2
     assert "not a label raster written by segcore" in err
     assert theirs.read_bytes() == before
+
+
+def test_mosaic_and_polygons_replace_only_their_own_files(tmp_path: Path, export_dir: Path, cli) -> None:
+    """``mosaic.vrt`` and ``--vector`` outputs follow the same rule as the labels; a refusal comes
+    before anything is written."""
+    from affine import Affine
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_rgb(src / "a.tif")
+    write_rgb(src / "b.tif", seed=1, transform=UTM @ Affine.translation(128, 0))  # the next cut east
+    out, polys = tmp_path / "out", tmp_path / "polys"
+    argv = ("predict", src, out, NATIVE, "--export", export_dir, "--k", "3", "--vector", polys, "--no-progress")
+    assert cli(*argv)[0] == 0
+    assert (out / "mosaic.vrt").is_file()
+    assert (polys / "a.gpkg").is_file()
+    rc, err, _ = cli(*argv)  # its own mosaic and polygons are replaced
+    assert rc == 0, err
+    for theirs, message in ((out / "mosaic.vrt", "not a mosaic VRT written by segcore"),
+                            (polys / "b.gpkg", "not a polygon GeoPackage written by segcore")):
+        fresh = tmp_path / "fresh"
+        (fresh / "out").mkdir(parents=True)
+        (fresh / "polys").mkdir()
+        mine = fresh / theirs.parent.name / theirs.name
+        mine.write_text("<VRTDataset>a user's own mosaic</VRTDataset>\n")
+        rc, err, _ = cli("predict", src, fresh / "out", NATIVE, "--export", export_dir, "--k", "3",
+                         "--vector", fresh / "polys", "--no-progress")
+        assert rc == 2
+        assert message in err
+        assert str(mine) in err
+        assert mine.read_text() == "<VRTDataset>a user's own mosaic</VRTDataset>\n"
+        assert sorted(p.name for p in fresh.rglob("*")) == sorted(["out", "polys", mine.name])  # nothing else
+        shutil.rmtree(fresh)
+    # A single raster's --vector path that is a user's file is refused too, before the labels are written.
+    user = tmp_path / "mine.gpkg"
+    user.write_bytes(b"not a geopackage")
+    rc, err, _ = cli("predict", src / "a.tif", tmp_path / "one.tif", NATIVE, "--export", export_dir, "--vector", user)
+    assert rc == 2
+    assert "not a polygon GeoPackage written by segcore" in err
+    assert user.read_bytes() == b"not a geopackage"
+    assert not (tmp_path / "one.tif").exists()
 
 
 def test_sigterm_during_predict_leaves_no_temporary_file(tmp_path: Path, export_dir: Path) -> None:

@@ -87,3 +87,28 @@ def test_dask_cluster_matches_serial_build_and_stays_on_loopback(serial, use_pre
     assert Path(published) == root.resolve()
     assert snapshot(root) == reference
     shutil.rmtree(root)
+
+
+@pytest.mark.slow
+def test_fanout_build_takes_the_dataset_lock(serial, use_prefect_server):
+    # A serial build (here: another process holding the dataset's lock) and a fanned-out build of the
+    # same dataset exclude each other: the fan-out fails at once naming the holder, writes nothing.
+    import subprocess
+
+    from segcore.errors import BusyError
+    from segcore.safety import lock_path_for
+
+    config, root, _ = serial
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom segcore.safety import exclusive_lock\n"
+         "with exclusive_lock(sys.argv[1], 'test'):\n    print('locked', flush=True)\n    sys.stdin.read()\n",
+         str(lock_path_for(root))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BusyError, match=f"dataset {root} is being built by PID {holder.pid}"):
+            build_shards_fanout(config, "thread")
+        assert not root.exists()
+        assert not list(root.parent.glob(".staging-*"))
+    finally:
+        holder.kill()
+        holder.wait()
