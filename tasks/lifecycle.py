@@ -12,7 +12,10 @@
   :func:`mark_stale_runs`: every ``RUNNING`` parent run of the experiment owned by a process of this
   host that no longer exists is marked ``KILLED`` with a ``segcore.killed_reason`` tag, and so are
   its ``RUNNING`` stage runs; the new run's summary lists them. Runs owned by another host are
-  left alone (their process cannot be checked from here).
+  left alone (their process cannot be checked from here). Prefect's temporary API server outlives
+  a SIGKILLed pipeline (nothing stops it), so each parent run also records that server's PID and
+  start time (:func:`temporary_server_tags`); when the run is found stale, the server is stopped if
+  that very process still runs (PID and start time both match, so nothing else is ever signalled).
 * **Resume.** The train stage of the next run continues from the last checkpoint of the latest
   KILLED train run whose config and dataset are unchanged (:func:`resumable_checkpoint`) instead
   of starting at step 0, and records ``segcore.resumed_from`` (that run's id) and
@@ -36,6 +39,8 @@ from prefect.exceptions import ExternalSignal
 from tasks import tracking
 
 PID_TAG, HOST_TAG, START_TAG = "segcore.pid", "segcore.host", "segcore.pid_start"
+SERVER_PID_TAG, SERVER_START_TAG = "segcore.prefect_server_pid", "segcore.prefect_server_start"
+SERVER_STOPPED_TAG = "segcore.prefect_server_stopped"
 REASON_TAG = "segcore.killed_reason"
 KILLED = RunStatus.to_string(RunStatus.KILLED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
@@ -84,6 +89,55 @@ def process_gone(tags: dict[str, str]) -> bool:
     return bool(started) and process_start(pid) not in ("", started)  # the PID was reused
 
 
+def _children(pid: int) -> list[int]:
+    """PIDs of the child processes of ``pid`` (Linux ``/proc``; [] elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def temporary_server_tags() -> dict[str, str]:
+    """PID and start time of Prefect's temporary API server when this process started one (a
+    uvicorn child serving ``prefect.server``); {} with a real server (``PREFECT_API_URL``)."""
+    for pid in _children(os.getpid()):
+        cmd = _cmdline(pid)
+        if "uvicorn" in cmd and "prefect" in cmd:
+            return {SERVER_PID_TAG: str(pid), SERVER_START_TAG: process_start(pid)}
+    return {}
+
+
+def stop_orphaned_server(tags: dict[str, str], wait_s: float = 10.0) -> int | None:
+    """Stop the temporary Prefect server recorded in a stale run's ``tags`` if that very process
+    (same PID and start time, on this host) still runs; its PID when it was stopped."""
+    pid, started = tags.get(SERVER_PID_TAG, ""), tags.get(SERVER_START_TAG, "")
+    if tags.get(HOST_TAG) != socket.gethostname() or not pid.isdigit() or not started:
+        return None
+    if process_start(int(pid)) != started:
+        return None  # gone, or the PID now names another process
+    try:
+        os.kill(int(pid), signal.SIGTERM)
+        deadline = time.monotonic() + wait_s
+        while process_start(int(pid)) == started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process_start(int(pid)) == started:
+            os.kill(int(pid), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return int(pid)
+
+
 @task(name="mark_stale_runs")
 def mark_stale_runs(parent_run_id: str) -> list[str]:
     """Record this process as the owner of ``parent_run_id``, then mark ``KILLED`` every ``RUNNING``
@@ -92,7 +146,7 @@ def mark_stale_runs(parent_run_id: str) -> list[str]:
     Returns the ids of the runs marked, parents first.
     """
     c = tracking.client()
-    tracking.set_tags(parent_run_id, owner_tags())
+    tracking.set_tags(parent_run_id, {**owner_tags(), **temporary_server_tags()})
     experiment = c.get_run(parent_run_id).info.experiment_id
     running = c.search_runs([experiment], filter_string="attributes.status = 'RUNNING'", max_results=1000)
     stale = [r for r in running if r.info.run_id != parent_run_id and r.data.tags.get(tracking.STAGE_TAG) == "pipeline"
@@ -107,6 +161,10 @@ def mark_stale_runs(parent_run_id: str) -> list[str]:
             tracking.set_tags(target.info.run_id, {REASON_TAG: reason})
             c.set_terminated(target.info.run_id, KILLED)
             marked.append(target.info.run_id)
+        server = stop_orphaned_server(tags)
+        if server is not None:
+            tracking.set_tags(run.info.run_id, {SERVER_STOPPED_TAG: f"stopped its orphaned temporary Prefect "
+                                                                    f"server, PID {server}"})
     return marked
 
 

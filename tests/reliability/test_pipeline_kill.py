@@ -80,15 +80,24 @@ def test_after_sigkill_the_next_run_marks_stale_runs_killed_and_resumes_training
     proc = _start(tmp_path, env, 200, "train.checkpoint_every=10")
     wait_for(lambda: any((tmp_path / "work" / "runs").glob("*/checkpoints/last.pt")), proc, "a checkpoint was written")
     children = _descendants(proc.pid)
+    servers = [c for c in children if "uvicorn" in " ".join(c.cmdline())]
+    assert servers  # Prefect's temporary API server
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    for child in children:  # SIGKILL cannot stop Prefect's temporary server: the test does
-        child.kill()
-    killed = {r.data.tags["segcore.stage"]: r.info.run_id for r in _runs(client) if r.info.status == "RUNNING"}
-    assert {"pipeline", "train"} <= set(killed)  # a SIGKILL leaves them RUNNING ...
-    second = _start(tmp_path, env, 200, "train.checkpoint_every=10")  # same config and data
-    out, err = second.communicate(timeout=900)
-    assert second.returncode == 0, err
+    try:
+        assert not _gone(servers)  # SIGKILL cannot stop Prefect's temporary server ...
+        killed = {r.data.tags["segcore.stage"]: r.info.run_id for r in _runs(client) if r.info.status == "RUNNING"}
+        assert {"pipeline", "train"} <= set(killed)  # ... and leaves the runs RUNNING ...
+        second = _start(tmp_path, env, 200, "train.checkpoint_every=10")  # same config and data
+        out, err = second.communicate(timeout=900)
+        assert second.returncode == 0, err
+        assert _gone(servers)  # ... the next pipeline run stopped that orphaned server (by PID and start time)
+        stopped = client.get_run(killed["pipeline"]).data.tags["segcore.prefect_server_stopped"]
+        assert f"PID {servers[0].pid}" in stopped
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
     assert "stale runs" in out
     assert killed["pipeline"] in out  # ... and the next pipeline run says it marked them
     for stage, run_id in killed.items():
