@@ -54,6 +54,47 @@ def main() -> None:
     print(f"| orchestration (Prefect server start, task runs, default data, parent run, summary) | {other:.1f} | "
           f"{other / wall:.0%} |")
     print(f"| **total** | {wall:.1f} | 100% |")
+    train_run = next(r for r in runs if r.data.tags.get("segcore.stage") == "train"
+                     and r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    pipeline_ips = train_run.data.metrics["images_per_s"]
+    bare_ips, threads = bare_step_images_per_s(client, train_run.info.run_id, work)
+    print()
+    print(f"| training throughput ({threads} thread(s)) | images/s | vs bare step |")
+    print("|---|---|---|")
+    print(f"| bare train_step (batches drawn beforehand) | {bare_ips:.2f} | 1.00 |")
+    print(f"| pipeline train stage (fit: data, steps, logging, checkpoints) | {pipeline_ips:.2f} | "
+          f"{pipeline_ips / bare_ips:.2f} |")
+
+
+def bare_step_images_per_s(client, run_id: str, work: Path, steps: int = 12) -> tuple[float, int]:
+    """Images/s of the bare training step with the train run's own config, on its shards."""
+    import json
+
+    import torch
+
+    from segcore.config import Config
+    from segcore.data.batches import PatchBatcher
+    from segcore.data.sources import build_tile_source
+    from segcore.device import plan_placement
+    from segcore.training import build_trainee, train_step, training_threads
+
+    os.chdir(work)  # relative paths of the config are the pipeline's, which ran here
+    path = client.download_artifacts(run_id, "config.json", str(work / "bench-config"))
+    cfg = Config.from_dict(json.loads(Path(path).read_text()))
+    threads = training_threads(cfg.train.threads)
+    torch.set_num_threads(threads)
+    placement = plan_placement("cpu", False, False)
+    torch.manual_seed(0)
+    trainee = build_trainee(cfg, placement)
+    batcher = PatchBatcher(build_tile_source(cfg), cfg.data.patch_sizes, cfg.train.batch_size, cfg.train.seed,
+                           cfg.train.multi_scale_mode)
+    batches = [batcher.batch(s) for s in range(steps + 2)]
+    for s in range(2):  # warm-up
+        train_step(trainee, None, batches[s], s, cfg, placement)
+    t0 = time.perf_counter()
+    for s, batch in enumerate(batches[2:], start=2):
+        train_step(trainee, None, batch, s, cfg, placement)
+    return steps * cfg.train.batch_size / (time.perf_counter() - t0), threads
 
 
 if __name__ == "__main__":
