@@ -252,22 +252,29 @@ def usable_cores() -> int:
 def busy_cores_elsewhere(interval: float = 0.25) -> float | None:
     """Cores' worth of CPU that other processes used over ``interval`` seconds (Linux ``/proc``;
     ``None`` where it is not available). This process's own threads are not counted."""
-    def sample() -> tuple[int, int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(fields), fields[3] + fields[4], int(own[11]) + int(own[12])  # total, idle+iowait, utime+stime
-
     try:
-        total0, idle0, own0 = sample()
+        first = _cpu_sample()
         time.sleep(interval)
-        total1, idle1, own1 = sample()
+        second = _cpu_sample()
     except (OSError, ValueError, IndexError):
         return None
-    ticks = total1 - total0
+    return busy_between(first, second, os.cpu_count() or 1)
+
+
+def _cpu_sample() -> tuple[int, int, int]:
+    """``(all ticks, idle + iowait ticks, this process's user + system ticks)`` from ``/proc``."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(fields), fields[3] + fields[4], int(own[11]) + int(own[12])
+
+
+def busy_between(first: tuple[int, int, int], second: tuple[int, int, int], online: int) -> float | None:
+    """Cores kept busy by other processes between two :func:`_cpu_sample` readings (``/proc/stat``
+    counts ticks over all ``online`` CPUs; this process's own ticks are taken out)."""
+    ticks = second[0] - first[0]
     if ticks <= 0:
         return None
-    online = os.cpu_count() or 1
-    busy = (ticks - (idle1 - idle0)) - (own1 - own0)
+    busy = (ticks - (second[1] - first[1])) - (second[2] - first[2])
     return max(0.0, busy * online / ticks)
 
 
