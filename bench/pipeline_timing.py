@@ -71,30 +71,18 @@ def bare_step_images_per_s(client, run_id: str, work: Path, steps: int = 12) -> 
     import json
 
     import torch
+    from threads import prepare_steps, step_images_per_s  # bench/ is on sys.path when run as a script
 
     from segcore.config import Config
-    from segcore.data.batches import PatchBatcher
-    from segcore.data.sources import build_tile_source
-    from segcore.device import plan_placement
-    from segcore.training import build_trainee, train_step, training_threads
+    from segcore.training import training_threads
 
     os.chdir(work)  # relative paths of the config are the pipeline's, which ran here
     path = client.download_artifacts(run_id, "config.json", str(work / "bench-config"))
     cfg = Config.from_dict(json.loads(Path(path).read_text()))
     threads = training_threads(cfg.train.threads)
     torch.set_num_threads(threads)
-    placement = plan_placement("cpu", False, False)
-    torch.manual_seed(0)
-    trainee = build_trainee(cfg, placement)
-    batcher = PatchBatcher(build_tile_source(cfg), cfg.data.patch_sizes, cfg.train.batch_size, cfg.train.seed,
-                           cfg.train.multi_scale_mode)
-    batches = [batcher.batch(s) for s in range(steps + 2)]
-    for s in range(2):  # warm-up
-        train_step(trainee, None, batches[s], s, cfg, placement)
-    t0 = time.perf_counter()
-    for s, batch in enumerate(batches[2:], start=2):
-        train_step(trainee, None, batch, s, cfg, placement)
-    return steps * cfg.train.batch_size / (time.perf_counter() - t0), threads
+    trainee, placement, batches = prepare_steps(cfg, steps, cfg.train.seed)
+    return step_images_per_s(trainee, placement, batches, cfg), threads
 
 
 if __name__ == "__main__":

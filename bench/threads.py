@@ -25,6 +25,26 @@ from segcore.device import plan_placement
 from segcore.training import build_trainee, train_step
 
 
+def prepare_steps(cfg, steps: int, seed: int):
+    """``(trainee, placement, batches)``: a CPU trainee of ``cfg`` and ``steps`` batches drawn from its
+    tile source beforehand, so that timing sees the training step alone."""
+    placement = plan_placement("cpu", False, False)
+    torch.manual_seed(0)
+    trainee = build_trainee(cfg, placement)
+    batcher = PatchBatcher(build_tile_source(cfg), cfg.data.patch_sizes, cfg.train.batch_size, seed,
+                           cfg.train.multi_scale_mode)
+    return trainee, placement, [batcher.batch(s) for s in range(steps)]
+
+
+def step_images_per_s(trainee, placement, batches, cfg) -> float:
+    """Images/s of :func:`~segcore.training.train_step` over ``batches`` (after one warm-up step)."""
+    train_step(trainee, None, batches[0], 0, cfg, placement)
+    t0 = time.perf_counter()
+    for s, batch in enumerate(batches):
+        train_step(trainee, None, batch, s, cfg, placement)
+    return len(batches) * cfg.train.batch_size / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
@@ -37,21 +57,13 @@ def main() -> None:
     cfg = load_config(overrides=[f"data.patch_sizes={args.size}", f"train.batch_size={args.batch}",
                                  "data.synthetic_count=4", f"data.synthetic_size={max(256, args.size)}",
                                  "train.device=cpu"])
-    placement = plan_placement("cpu", False, False)
-    torch.manual_seed(0)
-    trainee = build_trainee(cfg, placement)
-    batcher = PatchBatcher(build_tile_source(cfg), cfg.data.patch_sizes, args.batch, 0, cfg.train.multi_scale_mode)
-    batches = [batcher.batch(s) for s in range(args.steps)]
+    trainee, placement, batches = prepare_steps(cfg, args.steps, seed=0)
     load0 = os.getloadavg()[0]
     best = dict.fromkeys(counts, 0.0)
     for _ in range(args.rounds):
         for n in counts:
             torch.set_num_threads(n)
-            train_step(trainee, None, batches[0], 0, cfg, placement)  # warm-up at this count
-            t0 = time.perf_counter()
-            for s, batch in enumerate(batches):
-                train_step(trainee, None, batch, s, cfg, placement)
-            best[n] = max(best[n], args.steps * args.batch / (time.perf_counter() - t0))
+            best[n] = max(best[n], step_images_per_s(trainee, placement, batches, cfg))
     print(f"patch {args.size}, batch {args.batch}, {os.cpu_count()} CPUs, best of {args.rounds} interleaved rounds, "
           f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     print("| train.threads | images/s | vs first |")
