@@ -187,9 +187,9 @@ class PredictConfig:
     tile: int = _f(1024, "tile side for tiled prediction")
     halo: int = _f(32, "halo in pixels read around each tile to avoid seams")
     sample_pixels: int = _f(65536, "embedding pixels sampled over the raster to fit prototypes")
-    region_m: float = _f(200.0, "region vote: side in metres of the superpixels whose cells share their mean "
+    region_m: float = _f(300.0, "region vote: side in metres of the superpixels whose cells share their mean "
                                 "cluster probabilities, at most a quarter of a raster's shorter side (0: off)")
-    region_compactness: float = _f(0.1, "region vote: colour distance (0..1 RGB) worth one region side")
+    region_compactness: float = _f(0.4, "region vote: colour distance (0..1 RGB) worth one region side")
     classes: str = _f("auto", "ids: codebook (the export's dataset codebook, same ids in every raster), raster "
                               "(prototypes fitted per raster), or auto (codebook when the export has one)")
     class_names: tuple[str, ...] = _f((), "names of classes 1..k (default: the export's, else class 1..k)")

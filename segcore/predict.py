@@ -198,7 +198,7 @@ def predict_raster(
     data_cfg: DataConfig | None = None,
     progress: bool = True,
     region_m: float = 0.0,
-    region_compactness: float = 0.1,
+    region_compactness: float = 0.4,
     codebook: Codebook | None = None,
     class_names: list[str] | None = None,
     overviews: bool = False,

@@ -29,7 +29,7 @@ def cell_colours(rgb: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
     return x.reshape(h, STRIDE, w, STRIDE, 3).mean(axis=(1, 3))
 
 
-def superpixels(colours: np.ndarray, side: float, origin: tuple[float, float] = (0, 0), compactness: float = 0.1,
+def superpixels(colours: np.ndarray, side: float, origin: tuple[float, float] = (0, 0), compactness: float = 0.4,
                 iters: int = 5) -> np.ndarray:
     """SLIC-style regions on a grid of cells; ``int64 (h, w)`` region ids (not necessarily contiguous).
 
