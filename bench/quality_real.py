@@ -14,6 +14,7 @@ prototypes fitted per raster (``--classes raster``) are scored too, for the abla
     python bench/quality_real.py ../shared/data/deepglobe-sample --source-gsd 0.5 --seed 0
     python bench/quality_real.py ../shared/data/dronedeploy-sample --source-gsd 0.1 --seed 0
     python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint bench/out/x/run/checkpoints/last.pt
+    python bench/quality_real.py DIR --source-gsd 0.5 --seed 1 --codebook-seeds 0,1,2   # 3 codebook draws
 
 ``DIR`` holds ``manifest.csv`` (``image,label`` columns, paths relative to it) and ``classes.csv``.
 ``--source-gsd`` is the one per-dataset input: these rasters carry no CRS, so their metres per pixel
@@ -104,16 +105,18 @@ def train(root: Path, out: Path, seed: int, source_gsd: float, overrides: list[s
 
 
 def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: list[float], codebook,
-          raster_rows: bool = True) -> dict[str, dict]:
+          raster_rows: bool = True, baselines: bool = True) -> dict[str, dict]:
     """Predict with ``model`` once per mode (``codebook``, and ``raster`` prototypes per image) and
     region size in ``regions`` (metres; ``cfg``: the resolved Config, its data and predict sections
-    are used) and score every image; RGB, SLIC and descriptor k-means on the same pixels."""
+    are used) and score every image; RGB, SLIC and descriptor k-means on the same pixels unless
+    ``baselines`` is off."""
     c = num_classes(root)
     raster_regions = sorted({regions[0], regions[-1]})  # the per-raster ablation: no vote and the largest
     runs = [(f"codebook@{r:g}", "codebook", r) for r in regions]
     runs += [(f"raster@{r:g}", "raster", r) for r in raster_regions if raster_rows]
     names = [name for name, _, _ in runs]
-    conf = {name: np.zeros((c + 1, c + 1), np.int64) for name in (*names, "rgb", "slic", "desc")}
+    others = ("rgb", "slic", "desc") if baselines else ()
+    conf = {name: np.zeros((c + 1, c + 1), np.int64) for name in (*names, *others)}
     timing = {name: [0.0, 0.0] for name in names}  # seconds, megapixels
     for image, label in read_pairs(root):
         with rasterio.open(label) as ds:
@@ -128,6 +131,8 @@ def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: li
             timing[name][0] += time.perf_counter() - t0
             timing[name][1] += res.width * res.height / 1e6
             conf[name] += matched_confusion(strided(out, s, 1).astype(np.int64), target, c)
+        if not baselines:
+            continue
         rgb = np.ascontiguousarray(strided(image, s, [1, 2, 3]).transpose(1, 2, 0))
         conf["rgb"] += matched_confusion(kmeans_rgb_labels(rgb, k, seed=seed), target, c)
         conf["slic"] += matched_confusion(slic_kmeans(rgb, k, seed), target, c)
@@ -149,6 +154,9 @@ def main() -> None:
     parser.add_argument("--no-raster-rows", action="store_true", help="skip the per-raster-prototype rows")
     parser.add_argument("--region-m", default=None,
                         help="comma-separated region vote sizes in metres to score (default: predict.region_m)")
+    parser.add_argument("--codebook-seeds", default=None,
+                        help="comma-separated extra codebook seeds: the same model is exported and scored once "
+                             "per seed (codebook rows only) and the mean over all draws is printed")
     parser.add_argument("overrides", nargs="*", help="section.key=value changes to the defaults")
     args = parser.parse_intermixed_args()
     if not (args.data / "manifest.csv").is_file():
@@ -188,10 +196,43 @@ def main() -> None:
             vote = f"region vote {region:g} m" if region else "no region vote"
             print(f"| segcore, {mode} classes, {vote} | {r['miou']:.3f} | {r['pixel_acc']:.3f} | "
                   f"{r['mp_per_s']:.2f} |")
+    draws = codebook_draws(args, checkpoint, source, out, cfg, regions, res)
     (out / "quality_real.json").write_text(json.dumps(
         {"data": str(args.data), "seed": args.seed, "k": args.k, "overrides": args.overrides,
          "gsd": cfg.data.gsd, "source_gsd": args.source_gsd, "shards_seconds": built, "train_seconds": trained,
-         "scores": res}, indent=2, default=float))
+         "scores": res, "codebook_draws": draws}, indent=2, default=float))
+
+
+def codebook_draws(args, checkpoint: Path, source: str, out: Path, cfg, regions: list[float],
+                   res: dict[str, dict]) -> dict[str, dict]:
+    """The same checkpoint exported with each of ``--codebook-seeds`` and scored (codebook rows only).
+
+    A codebook is one random draw of sample windows and k-means seeding; one trained model spans
+    several hundredths of mIoU across draws, so comparing predict-time settings on one draw says
+    little. Returns ``{seed: scores}`` (the run's own seed included) and prints the rows and the mean.
+    """
+    seeds = [int(x) for x in args.codebook_seeds.split(",")] if args.codebook_seeds else []
+    seeds = [x for x in dict.fromkeys(seeds) if x != args.seed]
+    if not seeds:
+        return {}
+    draws = {str(args.seed): {f"codebook@{r:g}": res[f"codebook@{r:g}"] for r in regions}}
+    for cs in seeds:
+        export = export_checkpoint(checkpoint, out / f"export-cb{cs}",
+                                   codebook=CodebookRequest(k=args.k, seed=cs, source=source))
+        model = load_export(export)
+        pred_dir = out / f"pred-cb{cs}"
+        pred_dir.mkdir(exist_ok=True)
+        draws[str(cs)] = score(args.data, pred_dir, args.k, args.seed, model, cfg, regions,
+                               load_codebook(export, model.meta), raster_rows=False, baselines=False)
+    print(f"\ncodebook draws of the same model (codebook seeds {', '.join(draws)}):")
+    print("| region vote | " + " | ".join(f"seed {cs} mIoU / acc" for cs in draws) + " | mean mIoU / acc |")
+    print("|---|" + "---|" * (len(draws) + 1))
+    for region in regions:
+        rows = [draws[cs][f"codebook@{region:g}"] for cs in draws]
+        cells = " | ".join(f"{r['miou']:.3f} / {r['pixel_acc']:.3f}" for r in rows)
+        mean = (np.mean([r["miou"] for r in rows]), np.mean([r["pixel_acc"] for r in rows]))
+        print(f"| {f'{region:g} m' if region else 'off'} | {cells} | {mean[0]:.3f} / {mean[1]:.3f} |")
+    return draws
 
 
 if __name__ == "__main__":
