@@ -4,7 +4,9 @@ Land-cover classes are defined over tens to hundreds of metres, while the networ
 stride-4 cell on its own. :func:`region_vote` groups cells into *regions* (SLIC-style superpixels on
 the cell grid: local k-means on mean colour and position, seeded on a regular grid) and gives every
 cell the mean cluster probabilities of its region: a soft majority vote that follows the image's
-own edges.
+own edges only where they are strong: by default (``predict.region_compactness`` 0.4) regions are
+nearly square, which measured better than colour-following ones (docs/benchmarks.md, "Region vote
+size and shape").
 
 The region side is given in ground units (``predict.region_m`` metres) and turned into cells
 through the working resolution, so it means the same on a 10 cm drone chip and a 2 m satellite
