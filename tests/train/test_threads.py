@@ -60,6 +60,8 @@ def test_own_spinning_thread_is_taken_out():
     online = os.cpu_count() or 1
     everything = busy_between(first, (second[0], second[1], first[2]), online)  # own ticks not taken out
     assert everything - busy_between(first, second, online) >= 0.25  # the spinning thread (a core when idle)
+
+
 @linux_only
 def test_a_busy_neighbour_is_measured_and_warned_about():
     cores = usable_cores()
