@@ -11,10 +11,18 @@ distils (its teacher). The export carries a K-class dataset codebook (fitted on 
 as ``segcore export`` does by default) and prediction uses it (``predict.classes=auto``); rows with
 prototypes fitted per raster (``--classes raster``) are scored too, for the ablation.
 
+Two reference points keep the protocol honest. One label per image (a constant) is scored like a
+method: where scenes are mostly one land cover, per-image matching rewards predicting fewer
+segments, and this row says how much. Codebook rows also report the mIoU with *one* matching of
+ids to classes for the whole dataset, which only rises when an id means the same land cover in
+every image (what a user's legend needs). ``--prior-rounds 3,0`` scores the class prior
+(``predict.prior_rounds``) with 3 EM rounds and off.
+
     python bench/quality_real.py ../shared/data/deepglobe-sample --source-gsd 0.5 --seed 0
     python bench/quality_real.py ../shared/data/dronedeploy-sample --source-gsd 0.1 --seed 0
     python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint bench/out/x/run/checkpoints/last.pt
     python bench/quality_real.py DIR --source-gsd 0.5 --seed 1 --codebook-seeds 0,1,2   # 3 codebook draws
+    python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint CKPT --prior-rounds 3,0   # prior ablation
 
 ``DIR`` holds ``manifest.csv`` (``image,label`` columns, paths relative to it) and ``classes.csv``.
 ``--source-gsd`` is the one per-dataset input: these rasters carry no CRS, so their metres per pixel
@@ -104,35 +112,49 @@ def train(root: Path, out: Path, seed: int, source_gsd: float, overrides: list[s
     return Path(result.checkpoint), built, time.perf_counter() - t0
 
 
+def run_name(mode: str, region: float, rounds: int) -> str:
+    """Key of one predict setting in the score dicts, e.g. ``codebook@300/prior3``."""
+    return f"{mode}@{region:g}/prior{rounds}"
+
+
 def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: list[float], codebook,
-          raster_rows: bool = True, baselines: bool = True) -> dict[str, dict]:
-    """Predict with ``model`` once per mode (``codebook``, and ``raster`` prototypes per image) and
-    region size in ``regions`` (metres; ``cfg``: the resolved Config, its data and predict sections
-    are used) and score every image; RGB, SLIC and descriptor k-means on the same pixels unless
-    ``baselines`` is off."""
+          raster_rows: bool = True, baselines: bool = True, priors: tuple[int, ...] = (3,)
+          ) -> dict[str, dict]:
+    """Predict with ``model`` once per mode (``codebook``, and ``raster`` prototypes per image), region
+    size in ``regions`` (metres) and class-prior rounds in ``priors`` (``cfg``: the resolved Config, its data
+    and predict sections are used) and score every image; RGB, SLIC and descriptor k-means and one
+    label per image on the same pixels unless ``baselines`` is off. Codebook rows also get
+    ``dataset_miou``: one matching of ids to classes for the whole dataset instead of one per image
+    (what a legend that means the same in every raster is worth)."""
     c = num_classes(root)
     raster_regions = sorted({regions[0], regions[-1]})  # the per-raster ablation: no vote and the largest
-    runs = [(f"codebook@{r:g}", "codebook", r) for r in regions]
-    runs += [(f"raster@{r:g}", "raster", r) for r in raster_regions if raster_rows]
-    names = [name for name, _, _ in runs]
-    others = ("rgb", "slic", "desc") if baselines else ()
+    runs = [(run_name("codebook", r, p), "codebook", r, p) for p in priors for r in regions]
+    runs += [(run_name("raster", r, p), "raster", r, p) for p in priors for r in raster_regions if raster_rows]
+    names = [name for name, _, _, _ in runs]
+    others = ("rgb", "slic", "desc", "const") if baselines else ()
     conf = {name: np.zeros((c + 1, c + 1), np.int64) for name in (*names, *others)}
     timing = {name: [0.0, 0.0] for name in names}  # seconds, megapixels
+    pooled = {name: ([], []) for name, mode, _, _ in runs if mode == "codebook"}  # predictions, targets
     for image, label in read_pairs(root):
         with rasterio.open(label) as ds:
             s = max(1, math.ceil(max(ds.width, ds.height) / MAX_SIDE))
         target = strided(label, s, 1).astype(np.int64)
-        for name, mode, region in runs:
-            out = pred_dir / f"{image.stem}-{mode}-r{region:g}.tif"
+        for name, mode, region, prior in runs:
+            out = pred_dir / f"{image.stem}-{mode}-r{region:g}-p{prior}.tif"
             t0 = time.perf_counter()
             res = predict_raster(image, out, model, None if mode == "codebook" else k, data_cfg=cfg.data,
                                  progress=False, region_m=region, region_compactness=cfg.predict.region_compactness,
-                                 codebook=codebook if mode == "codebook" else None)
+                                 prior_rounds=prior, codebook=codebook if mode == "codebook" else None)
             timing[name][0] += time.perf_counter() - t0
             timing[name][1] += res.width * res.height / 1e6
-            conf[name] += matched_confusion(strided(out, s, 1).astype(np.int64), target, c)
+            pred = strided(out, s, 1).astype(np.int64)
+            conf[name] += matched_confusion(pred, target, c)
+            if name in pooled:
+                pooled[name][0].append(pred.ravel())
+                pooled[name][1].append(target.ravel())
         if not baselines:
             continue
+        conf["const"] += matched_confusion(np.zeros_like(target), target, c)
         rgb = np.ascontiguousarray(strided(image, s, [1, 2, 3]).transpose(1, 2, 0))
         conf["rgb"] += matched_confusion(kmeans_rgb_labels(rgb, k, seed=seed), target, c)
         conf["slic"] += matched_confusion(slic_kmeans(rgb, k, seed), target, c)
@@ -140,6 +162,9 @@ def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: li
     result = {name: scores(m) for name, m in conf.items()}
     for name, (seconds, mp) in timing.items():
         result[name]["mp_per_s"] = mp / max(seconds, 1e-9)
+    for name, (preds, targets) in pooled.items():
+        result[name]["dataset_miou"] = scores(matched_confusion(np.concatenate(preds), np.concatenate(targets),
+                                                                c))["miou"]
     return result
 
 
@@ -154,6 +179,8 @@ def main() -> None:
     parser.add_argument("--no-raster-rows", action="store_true", help="skip the per-raster-prototype rows")
     parser.add_argument("--region-m", default=None,
                         help="comma-separated region vote sizes in metres to score (default: predict.region_m)")
+    parser.add_argument("--prior-rounds", default=None,
+                        help="comma-separated class-prior EM rounds to score, 0: off (default: predict.prior_rounds)")
     parser.add_argument("--codebook-seeds", default=None,
                         help="comma-separated extra codebook seeds: the same model is exported and scored once "
                              "per seed (codebook rows only) and the mean over all draws is printed")
@@ -177,26 +204,31 @@ def main() -> None:
     pred_dir = out / "pred"
     pred_dir.mkdir(exist_ok=True)
     regions = [float(r) for r in args.region_m.split(",")] if args.region_m else [cfg.predict.region_m]
+    priors = tuple(int(x) for x in args.prior_rounds.split(",")) if args.prior_rounds else (cfg.predict.prior_rounds,)
     res = score(args.data, pred_dir, args.k, args.seed, model, cfg, regions, load_codebook(export, model.meta),
-                not args.no_raster_rows)
+                not args.no_raster_rows, priors=priors)
     print(f"\n{args.data.name}: {len(read_pairs(args.data))} images, seed {args.seed}, K = {args.k}, "
           f"data.gsd={cfg.data.gsd} (source {args.source_gsd} m), overrides {args.overrides or 'none'}")
     print(f"shards {built:.0f} s, training {trained / 60:.1f} min (train.threads={cfg.train.threads}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
-    print("| method | mIoU | pixel accuracy | predict MP/s of input |")
-    print("|---|---|---|---|")
-    for name, title in (("rgb", "k-means on RGB pixels"), ("slic", "SLIC + k-means on mean colours"),
+    print("| method | mIoU | pixel accuracy | mIoU, one matching for the dataset | predict MP/s of input |")
+    print("|---|---|---|---|---|")
+    for name, title in (("const", "one label per image (a constant)"), ("rgb", "k-means on RGB pixels"),
+                        ("slic", "SLIC + k-means on mean colours"),
                         ("desc", "k-means on the distilled descriptors (working grid)")):
-        print(f"| {title} | {res[name]['miou']:.3f} | {res[name]['pixel_acc']:.3f} | |")
+        print(f"| {title} | {res[name]['miou']:.3f} | {res[name]['pixel_acc']:.3f} | | |")
     for mode in ("codebook", "raster"):
-        for region in regions:
-            if f"{mode}@{region:g}" not in res:
-                continue
-            r = res[f"{mode}@{region:g}"]
-            vote = f"region vote {region:g} m" if region else "no region vote"
-            print(f"| segcore, {mode} classes, {vote} | {r['miou']:.3f} | {r['pixel_acc']:.3f} | "
-                  f"{r['mp_per_s']:.2f} |")
-    draws = codebook_draws(args, checkpoint, source, out, cfg, regions, res)
+        for prior in priors:
+            for region in regions:
+                name = run_name(mode, region, prior)
+                if name not in res:
+                    continue
+                r = res[name]
+                vote = f"region vote {region:g} m" if region else "no region vote"
+                pooled = f"{r['dataset_miou']:.3f}" if "dataset_miou" in r else ""
+                print(f"| segcore, {mode} classes, {vote}, prior {prior} rounds | {r['miou']:.3f} | "
+                      f"{r['pixel_acc']:.3f} | {pooled} | {r['mp_per_s']:.2f} |")
+    draws = codebook_draws(args, checkpoint, source, out, cfg, regions, priors, res)
     (out / "quality_real.json").write_text(json.dumps(
         {"data": str(args.data), "seed": args.seed, "k": args.k, "overrides": args.overrides,
          "gsd": cfg.data.gsd, "source_gsd": args.source_gsd, "shards_seconds": built, "train_seconds": trained,
@@ -204,7 +236,7 @@ def main() -> None:
 
 
 def codebook_draws(args, checkpoint: Path, source: str, out: Path, cfg, regions: list[float],
-                   res: dict[str, dict]) -> dict[str, dict]:
+                   priors: tuple[int, ...], res: dict[str, dict]) -> dict[str, dict]:
     """The same checkpoint exported with each of ``--codebook-seeds`` and scored (codebook rows only).
 
     A codebook is one random draw of sample windows and k-means seeding; one trained model spans
@@ -215,7 +247,8 @@ def codebook_draws(args, checkpoint: Path, source: str, out: Path, cfg, regions:
     seeds = [x for x in dict.fromkeys(seeds) if x != args.seed]
     if not seeds:
         return {}
-    draws = {str(args.seed): {f"codebook@{r:g}": res[f"codebook@{r:g}"] for r in regions}}
+    names = [(run_name("codebook", r, p), r, p) for p in priors for r in regions]
+    draws = {str(args.seed): {name: res[name] for name, _, _ in names}}
     for cs in seeds:
         export = export_checkpoint(checkpoint, out / f"export-cb{cs}",
                                    codebook=CodebookRequest(k=args.k, seed=cs, source=source))
@@ -223,15 +256,18 @@ def codebook_draws(args, checkpoint: Path, source: str, out: Path, cfg, regions:
         pred_dir = out / f"pred-cb{cs}"
         pred_dir.mkdir(exist_ok=True)
         draws[str(cs)] = score(args.data, pred_dir, args.k, args.seed, model, cfg, regions,
-                               load_codebook(export, model.meta), raster_rows=False, baselines=False)
-    print(f"\ncodebook draws of the same model (codebook seeds {', '.join(draws)}):")
-    print("| region vote | " + " | ".join(f"seed {cs} mIoU / acc" for cs in draws) + " | mean mIoU / acc |")
+                               load_codebook(export, model.meta), raster_rows=False, baselines=False,
+                               priors=priors)
+    print(f"\ncodebook draws of the same model (codebook seeds {', '.join(draws)}; mIoU / pixel accuracy / "
+          "mIoU with one matching for the dataset):")
+    print("| region vote, prior rounds | " + " | ".join(f"seed {cs}" for cs in draws) + " | mean |")
     print("|---|" + "---|" * (len(draws) + 1))
-    for region in regions:
-        rows = [draws[cs][f"codebook@{region:g}"] for cs in draws]
-        cells = " | ".join(f"{r['miou']:.3f} / {r['pixel_acc']:.3f}" for r in rows)
-        mean = (np.mean([r["miou"] for r in rows]), np.mean([r["pixel_acc"] for r in rows]))
-        print(f"| {f'{region:g} m' if region else 'off'} | {cells} | {mean[0]:.3f} / {mean[1]:.3f} |")
+    for name, region, prior in names:
+        rows = [draws[cs][name] for cs in draws]
+        cells = " | ".join(f"{r['miou']:.3f} / {r['pixel_acc']:.3f} / {r['dataset_miou']:.3f}" for r in rows)
+        mean = [np.mean([r[key] for r in rows]) for key in ("miou", "pixel_acc", "dataset_miou")]
+        print(f"| {f'{region:g} m' if region else 'off'}, {prior} | {cells} | "
+              f"{mean[0]:.3f} / {mean[1]:.3f} / {mean[2]:.3f} |")
     return draws
 
 

@@ -190,6 +190,9 @@ class PredictConfig:
     region_m: float = _f(300.0, "region vote: side in metres of the superpixels whose cells share their mean "
                                 "cluster probabilities, at most a quarter of a raster's shorter side (0: off)")
     region_compactness: float = _f(0.4, "region vote: colour distance (0..1 RGB) worth one region side")
+    prior_rounds: int = _f(3, "class prior: EM rounds estimating each raster's class shares from equal ones on its "
+                              "sample windows; the shares then weight the probabilities (0: off, every class equally "
+                              "likely; more rounds pull harder towards the raster's main classes)")
     classes: str = _f("auto", "ids: codebook (the export's dataset codebook, same ids in every raster), raster "
                               "(prototypes fitted per raster), or auto (codebook when the export has one)")
     class_names: tuple[str, ...] = _f((), "names of classes 1..k (default: the export's, else class 1..k)")
@@ -343,7 +346,7 @@ _RANGES: dict[str, tuple[int, int | None]] = {
     "train.seed": (0, 2**32 - 1), "aug.seed": (0, 2**32 - 1), "data.tile_size": (16, None),
     "data.tiles_per_shard": (1, None), "data.num_workers": (0, None), "data.loader_workers": (0, None),
     "data.synthetic_count": (1, None), "data.synthetic_size": (16, None), "predict.tile": (16, None),
-    "predict.halo": (0, None), "predict.sample_pixels": (1, None),
+    "predict.halo": (0, None), "predict.sample_pixels": (1, None), "predict.prior_rounds": (0, None),
 }  # fmt: skip
 
 

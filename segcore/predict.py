@@ -32,6 +32,7 @@ Memory depends on ``tile`` and ``sample_pixels``, not on the raster size (``docs
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -49,7 +50,7 @@ from segcore.codebook import Codebook, default_class_names
 from segcore.config import Config, DataConfig
 from segcore.data.raster import inspect_raster, open_raster, read_rgb, read_valid
 from segcore.errors import ConfigError, RasterError
-from segcore.regions import cell_colours, region_vote, superpixels
+from segcore.regions import apply_prior, cell_colours, class_prior, region_vote, superpixels
 from segcore.runtime import STRIDE, NormStats, NumpyModel, coordinate_taps, resample_argmax
 from segcore.safety import PREDICT_TAG, PREDICT_TAG_VALUE, claim_output_file
 from segcore.style import style_labels, write_qml
@@ -68,6 +69,7 @@ class RasterFit:
     prototypes: np.ndarray
     windows: list[tuple[int, int, int, int]]
     sample_cells: int
+    prior: np.ndarray | None = None  # (k,) class shares of the raster (segcore.regions.class_prior)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class PredictResult:
     working: str = ""  # the working grid, e.g. "490x490 px at 2.5 m" (see segcore.data.raster)
     classes: str = "raster"  # "codebook" (the export's dataset prototypes) or "raster" (fitted on this raster)
     class_names: tuple[str, ...] = ()
+    prior: tuple[float, ...] = ()  # class shares of the raster that weighted the probabilities (empty: none)
 
 
 def export_config(meta: dict) -> Config:
@@ -128,10 +131,9 @@ def sample_windows(width: int, height: int, sample_pixels: int, side: int = SAMP
     return [(c, r, sw, sh) for r in origins(height, sh, gy) for c in origins(width, sw, gx)]
 
 
-def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int = 65536,
-               data_cfg: DataConfig | None = None) -> RasterFit:
-    """Pass 1 of :func:`predict_raster`: frozen norm statistics and ``k`` prototypes for ``path``."""
-    cfg = data_cfg or DataConfig()
+def _sample_cells(model: NumpyModel, path: str | Path, cfg: DataConfig, sample_pixels: int, k: int
+                  ) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray], list[np.ndarray]]:
+    """The sample windows of ``path`` (:func:`sample_windows`): ``(windows, rgb images, valid cells)``."""
     info = inspect_raster(path, cfg)
     windows = sample_windows(info.width, info.height, sample_pixels)
     images, valids = [], []
@@ -152,15 +154,36 @@ def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int =
                     rgb, valid = read_rgb(ds, info, Window(col, row, w, h), cfg)
                     images.append(rgb)
                     valids.append(valid[::STRIDE, ::STRIDE])
+    return windows, images, valids
+
+
+def _valid_columns(arrays: list[np.ndarray], valids: list[np.ndarray], limit: int) -> np.ndarray:
+    """The valid cells of every ``(C, h, w)`` array as ``(N, C)`` rows, every s-th kept (N <= ``limit``)."""
+    pairs = zip(arrays, valids, strict=True)
+    rows = np.concatenate([a.reshape(a.shape[0], -1).T[v[: a.shape[1], : a.shape[2]].reshape(-1)] for a, v in pairs])
+    return rows[:: max(1, math.ceil(len(rows) / limit))]
+
+
+def _prior(model: NumpyModel, embeds: list[np.ndarray], valids: list[np.ndarray], prototypes: np.ndarray,
+           sample_pixels: int, rounds: int) -> np.ndarray:
+    """The raster's class shares after ``rounds`` EM rounds (:func:`segcore.regions.class_prior`)
+    over the sampled cells."""
+    probs = [model.probabilities(z, prototypes) for z in embeds]
+    return class_prior(_valid_columns(probs, valids, sample_pixels).T, rounds)
+
+
+def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int = 65536,
+               data_cfg: DataConfig | None = None, prior_rounds: int = 0) -> RasterFit:
+    """Pass 1 of :func:`predict_raster`: frozen norm statistics and ``k`` prototypes for ``path``,
+    and with ``prior_rounds`` the raster's class shares under them."""
+    cfg = data_cfg or DataConfig()
+    windows, images, valids = _sample_cells(model, path, cfg, sample_pixels, k)
     embeds, stats = model.embed_joint(images)
     if len(windows) == 1:  # the whole raster: the same fit as NumpyModel.segment
         protos = model.fit_prototypes(embeds[0], k, valids[0])
         cells = int(valids[0].sum())
     else:
-        pairs = zip(embeds, valids, strict=True)
-        sample = np.concatenate([z.reshape(z.shape[0], -1).T[v.reshape(-1)] for z, v in pairs])
-        step = max(1, math.ceil(len(sample) / sample_pixels))
-        sample = sample[::step]
+        sample = _valid_columns(embeds, valids, sample_pixels)
         cells = len(sample)
         if cells < k:
             raise RasterError(f"{path}: only {cells} valid pixels in the sample windows and a scan of the valid "
@@ -168,7 +191,22 @@ def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int =
         protos = model.fit_prototypes(sample, k)
     if cells == 0:
         raise RasterError(f"{path}: every sampled pixel is nodata; nothing to predict")
-    return RasterFit(stats, protos, windows, cells)
+    shares = _prior(model, embeds, valids, protos, sample_pixels, prior_rounds) if prior_rounds else None
+    return RasterFit(stats, protos, windows, cells, shares)
+
+
+def codebook_raster(model: NumpyModel, path: str | Path, codebook: Codebook, sample_pixels: int = 65536,
+                    data_cfg: DataConfig | None = None, prior_rounds: int = 0) -> RasterFit:
+    """Pass 1 with a codebook: its frozen statistics and prototypes, and with ``prior_rounds`` the
+    raster's class shares, estimated on the same sample windows as :func:`fit_raster` (a raster with
+    no valid cell gets equal shares)."""
+    if not prior_rounds:
+        return RasterFit(codebook.stats, codebook.prototypes, [], 0)
+    cfg = data_cfg or DataConfig()
+    windows, images, valids = _sample_cells(model, path, cfg, sample_pixels, codebook.k)
+    embeds = [model.embed(rgb, codebook.stats) for rgb in images]
+    shares = _prior(model, embeds, valids, codebook.prototypes, sample_pixels, prior_rounds)
+    return RasterFit(codebook.stats, codebook.prototypes, windows, sum(int(v.sum()) for v in valids), shares)
 
 
 def tiles(width: int, height: int, tile: int) -> list[tuple[int, int, int, int]]:
@@ -199,6 +237,7 @@ def predict_raster(
     progress: bool = True,
     region_m: float = 0.0,
     region_compactness: float = 0.4,
+    prior_rounds: int = 3,
     codebook: Codebook | None = None,
     class_names: list[str] | None = None,
     overviews: bool = False,
@@ -220,6 +259,9 @@ def predict_raster(
             On a raster of unknown resolution the working grid is taken to be ``data.gsd``. The side
             is capped at :data:`REGION_MAX_FRACTION` of the raster's shorter side.
         region_compactness: colour distance worth one region side.
+        prior_rounds: EM rounds of the raster's class shares, estimated on the sample windows
+            (:func:`segcore.regions.class_prior`), that weight every cell's probabilities before the
+            vote; 0: off, every class equally likely.
         codebook: assign to the export's dataset codebook (:mod:`segcore.codebook`: its frozen norm
             statistics and prototypes; ``k`` is the codebook's) instead of fitting prototypes on
             this raster, so ids mean the same in every raster.
@@ -245,10 +287,12 @@ def predict_raster(
         raise ConfigError(f"{len(names)} class names for k={k} classes; give exactly one name per class")
     tile = _round4(max(tile, STRIDE))
     halo = _round4(max(halo, model.receptive_radius()))
+    if prior_rounds < 0:
+        raise ConfigError(f"predict.prior_rounds={prior_rounds} must be 0 (off) or more")
     if codebook is not None:
-        fit = RasterFit(codebook.stats, codebook.prototypes, [], 0)
+        fit = codebook_raster(model, src, codebook, sample_pixels, cfg, prior_rounds)
     else:
-        fit = fit_raster(model, src, k, sample_pixels, cfg)
+        fit = fit_raster(model, src, k, sample_pixels, cfg, prior_rounds)
     mode = "raster" if codebook is None else "codebook"
     info = inspect_raster(src, cfg)
     vote = None
@@ -272,6 +316,8 @@ def predict_raster(
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(tmp, "w", **_profile(ds)) as out:
                 out.update_tags(**{PREDICT_TAG: PREDICT_TAG_VALUE})
+                if fit.prior is not None:
+                    out.update_tags(class_prior=json.dumps([round(float(p), 6) for p in fit.prior]))
                 for core in tqdm(cores, desc="predict", unit="tile", disable=not progress):
                     out.write(_predict_tile(model, ds, info, cfg, fit, core, (halo, inner), vote), 1,
                               window=Window(*core))
@@ -285,7 +331,8 @@ def predict_raster(
              info.native_height, info.width, info.height, len(cores), inner)
     working = f"{info.width}x{info.height} px" + (f" at {info.gsd:.3g} m" if info.gsd else "")
     return PredictResult(dst, info.native_width, info.native_height, k, len(cores), tile, inner, fit.sample_cells,
-                         working, mode, tuple(names))
+                         working, mode, tuple(names),
+                         () if fit.prior is None else tuple(round(float(p), 6) for p in fit.prior))
 
 
 def read_reflected(ds, info, cfg: DataConfig, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -333,6 +380,8 @@ def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
     x1, y1 = math.ceil((col + w) / fx) + right, math.ceil((row + h) / fy) + bottom
     rgb, valid = read_reflected(ds, info, cfg, Window(x0, y0, x1 - x0, y1 - y0))
     probs = model.probabilities(model.embed(rgb, fit.stats), fit.prototypes)  # (K, h4, w4)
+    if fit.prior is not None:
+        probs = apply_prior(probs, fit.prior)
     if vote is not None:
         cells = probs.shape[1:]
         oy, ox = _map_offset(info)

@@ -138,7 +138,7 @@ def predict_to_map(
         results.append(predict_raster(
             src, dst, model, plan.k, tile=p.tile, halo=p.halo, sample_pixels=p.sample_pixels, data_cfg=cfg.data,
             progress=progress, region_m=p.region_m, region_compactness=p.region_compactness,
-            codebook=plan.codebook, class_names=plan.names, overviews=overviews))
+            prior_rounds=p.prior_rounds, codebook=plan.codebook, class_names=plan.names, overviews=overviews))
     mosaic = None
     if mosaic_path is not None:
         try:

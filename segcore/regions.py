@@ -14,6 +14,13 @@ scene. Seeds sit on a grid anchored to map coordinates (the raster's own cell gr
 georeferencing), never to the tile, and every cell
 only looks at the seeds of its own and the eight neighbouring grid blocks, so a tile computed with
 a halo of a few region sides agrees with the whole-raster result away from the tile edge.
+
+At the scale of a whole raster, :func:`class_prior` estimates the share of every class in the
+raster (the maximum-likelihood class shares under the model's probabilities, by EM: Saerens et al.
+2002, "Adjusting the outputs of a classifier to new a priori probabilities") and
+:func:`apply_prior` reweights the probabilities by them, so a cell the model finds ambiguous goes
+to the class the raster is mostly made of. The probabilities assume every class equally likely; a
+scene of fields is not, and without the prior its fields split over several similar classes.
 """
 
 from __future__ import annotations
@@ -104,3 +111,34 @@ def region_vote(probs: np.ndarray, regions: np.ndarray, valid: np.ndarray | None
         mean = np.divide(sums, counts, out=np.zeros(n), where=counts > 0)
         out[kk] = np.where(counts[ids] > 0, mean[ids], flat).reshape(h, w)
     return out
+
+
+def class_prior(probs: np.ndarray, iters: int = 3, tol: float = 1e-6) -> np.ndarray:
+    """Class shares ``float64 (K,)`` of the cells ``probs (K, N)`` (probabilities under equal priors).
+
+    EM for the mixing weights of fixed class likelihoods: the posterior of every cell under the
+    current shares, then the shares as the mean posterior, from equal shares for ``iters`` rounds
+    or until no share moves by ``tol``. Run to convergence, EM on a scene mostly of one class can
+    give that class nearly everything; a few rounds (``predict.prior_rounds``) stop half way, which
+    measured better (docs/benchmarks.md, "Class prior"). No cells: equal shares.
+    """
+    k = probs.shape[0]
+    prior = np.full(k, 1.0 / k)
+    if probs.size == 0:
+        return prior
+    p = probs.astype(np.float64)
+    for _ in range(max(0, iters)):
+        post = p * prior[:, None]
+        post /= np.maximum(post.sum(0, keepdims=True), 1e-300)
+        new = post.mean(1)
+        done = float(np.abs(new - prior).max()) < tol
+        prior = new
+        if done:
+            break
+    return prior
+
+
+def apply_prior(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """``probs (K, ...)`` reweighted by the class shares ``prior (K,)`` and renormalised per cell."""
+    out = probs * prior.reshape((-1,) + (1,) * (probs.ndim - 1)).astype(probs.dtype)
+    return out / np.maximum(out.sum(0, keepdims=True), np.finfo(probs.dtype).tiny)

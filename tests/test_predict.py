@@ -77,7 +77,7 @@ def test_single_window_equals_segment_inside(tmp_path, scene_tif):
     # image; within it, predict sees the raster mirrored instead of the network's zero padding.
     model = _export(tmp_path)
     src, _ = scene_tif
-    res = predict_raster(src, tmp_path / "out.tif", model, 5, tile=96, data_cfg=NATIVE, progress=False)
+    res = predict_raster(src, tmp_path / "out.tif", model, 5, tile=96, data_cfg=NATIVE, progress=False, prior_rounds=0)
     with rasterio.open(src) as ds:
         image, valid = ds.read().transpose(1, 2, 0), ds.read_masks(1) > 0
     expect = np.where(valid, model.segment(image, 5, valid) + 1, 0)

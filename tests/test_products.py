@@ -74,10 +74,11 @@ def _overlap_agreement(out_dir, margin=0):
 
 def test_codebook_ids_agree_across_rasters_and_mosaic(export_dir, two_cuts, tmp_path, capsys):
     out = tmp_path / "pred"
-    # The region vote (predict.region_m, on by default) is off here: its regions are seeded on each
-    # raster's own grid and sized by the raster, so it can differ between two overlapping cuts; this
-    # test is about the codebook's ids.
-    assert cli_main(["predict", str(two_cuts), str(out), "predict.region_m=0", "--export", str(export_dir),
+    # The region vote and the class prior (both on by default) are off here: the vote's regions are
+    # sized by each raster and the prior's class shares are each raster's own, so either can differ
+    # between two overlapping cuts; this test is about the codebook's ids.
+    assert cli_main(["predict", str(two_cuts), str(out), "predict.region_m=0", "predict.prior_rounds=0",
+                     "--export", str(export_dir),
                      "--no-progress", "--classes", "codebook"]) == 0
     agree = _overlap_agreement(out)
     assert agree >= 0.95
@@ -170,10 +171,35 @@ def test_codebook_prediction_is_the_same_whatever_the_tiles(export_dir, two_cuts
     tiled = predict_raster(src, tmp_path / "tiled.tif", model, tile=64, halo=0, codebook=cb, progress=False)
     whole = predict_raster(src, tmp_path / "whole.tif", model, tile=4096, codebook=cb, progress=False)
     assert tiled.tiles > 1
-    assert (tiled.classes, tiled.k, whole.sample_cells) == ("codebook", 6, 0)  # no per-raster fit
+    assert (tiled.classes, tiled.k) == ("codebook", 6)
+    assert tiled.prior == whole.prior
+    assert sum(whole.prior) == pytest.approx(1.0, abs=1e-5)
     # Identical up to float32 near-ties: BLAS sums in another order when a tile's width changes the
     # im2col chunking (measured: 4 of 136 000 pixels).
     assert (_read(tmp_path / "tiled.tif")[0] != _read(tmp_path / "whole.tif")[0]).mean() < 1e-4
+
+
+def test_class_prior_pulls_pixels_to_the_main_classes(export_dir, two_cuts, tmp_path):
+    from segcore.codebook import load_codebook
+    from segcore.predict import predict_raster
+
+    model = load_export(export_dir)
+    cb = load_codebook(export_dir, model.meta)
+    src = two_cuts / "b.tif"
+    plain = predict_raster(src, tmp_path / "plain.tif", model, codebook=cb, prior_rounds=0, progress=False)
+    prior = predict_raster(src, tmp_path / "prior.tif", model, codebook=cb, progress=False)
+    assert (plain.prior, plain.sample_cells) == ((), 0)  # no prior: no sampling pass
+    assert len(prior.prior) == 6
+    assert prior.sample_cells > 0
+    with rasterio.open(tmp_path / "prior.tif") as ds:
+        assert json.loads(ds.tags()["class_prior"]) == pytest.approx(list(prior.prior))
+    a, b = _read(tmp_path / "plain.tif")[0], _read(tmp_path / "prior.tif")[0]
+    share = lambda labels, ids: np.isin(labels, ids).mean()  # noqa: E731
+    main = np.argsort(prior.prior)[::-1][:2] + 1  # the raster's two largest classes
+    assert share(b, main) > share(a, main)  # pixels join the main classes
+    assert 0.0 < (a != b).mean() < 0.5  # only the undecided ones move
+    with pytest.raises(ConfigError, match=r"predict\.prior_rounds"):
+        predict_raster(src, tmp_path / "x.tif", model, codebook=cb, prior_rounds=-1, progress=False)
 
 
 def test_region_vote_regions_are_anchored_to_the_map(export_dir, two_cuts, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segcore.regions import cell_colours, region_vote, superpixels
+from segcore.regions import apply_prior, cell_colours, class_prior, region_vote, superpixels
 
 
 def two_halves(h: int = 40, w: int = 40, split: int = 17) -> np.ndarray:
@@ -82,3 +82,32 @@ def test_windows_agree_with_the_whole_away_from_their_edges(offset):
     np.add.at(joint, (a, b), 1)
     agree = joint.max(axis=0).sum() / a.size
     assert agree >= 0.97  # influence spreads a little per iteration, so only nearly equal
+
+
+def test_class_prior_of_certain_cells_is_their_frequency():
+    probs = np.zeros((3, 10))
+    probs[0, :6], probs[1, 6:9], probs[2, 9] = 1.0, 1.0, 1.0
+    np.testing.assert_allclose(class_prior(probs), [0.6, 0.3, 0.1])
+
+
+def test_class_prior_rounds_by_hand():
+    # 8 cells sure of class 0, 2 undecided: round 1 gives each undecided cell half to each class,
+    # shares (8 + 1) / 10 and 1 / 10; round 2 gives them 0.9 / 0.1, shares 0.98 / 0.02.
+    probs = np.zeros((2, 10))
+    probs[0, :8] = 1.0
+    probs[:, 8:] = 0.5
+    np.testing.assert_allclose(class_prior(probs, iters=1), [0.9, 0.1])
+    np.testing.assert_allclose(class_prior(probs, iters=2), [0.98, 0.02])
+    np.testing.assert_allclose(class_prior(probs, iters=0), [0.5, 0.5])
+    np.testing.assert_allclose(class_prior(np.zeros((4, 0))), [0.25] * 4)
+
+
+def test_apply_prior_sends_undecided_cells_to_the_main_class():
+    probs = np.array([[0.9, 0.45, 0.15], [0.1, 0.55, 0.85]], np.float32)[:, None, :]  # (K=2, 1, 3)
+    out = apply_prior(probs, np.array([0.8, 0.2]))
+    assert out.dtype == np.float32
+    assert out.shape == probs.shape
+    np.testing.assert_allclose(out.sum(0), 1.0, rtol=1e-6)
+    assert out.argmax(0).tolist() == [[0, 0, 1]]  # the near-tie flips, the clear minority cell stays
+    np.testing.assert_allclose(out[0, 0, 1], 0.36 / (0.36 + 0.11), rtol=1e-6)
+    np.testing.assert_allclose(apply_prior(probs, np.array([0.5, 0.5])), probs, rtol=1e-6)

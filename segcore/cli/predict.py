@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", choices=("auto", "codebook", "raster"),
                         help="codebook: the export's dataset classes, same ids in every raster; raster: prototypes "
                              "fitted per raster; auto (default, predict.classes): codebook when the export has one")
+    parser.add_argument("--prior-rounds", type=int, metavar="N",
+                        help="EM rounds of each raster's class shares, which weight the classes so that undecided "
+                             "pixels join the raster's main classes (predict.prior_rounds; 0: off)")
     parser.add_argument("--k", type=int, help="clusters for --classes raster (default: the export's max_k)")
     parser.add_argument("--class-names", metavar="FILE",
                         help="class names: one per line, a JSON list, or a CSV with a name column")
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     flags = {"data.source_gsd": args.source_gsd} if args.source_gsd is not None else {}
     if args.classes:
         flags["predict.classes"] = args.classes
+    if args.prior_rounds is not None:
+        flags["predict.prior_rounds"] = args.prior_rounds
     if args.overviews:
         flags["predict.overviews"] = True
     cfg = load_config(args.config, flags, args.overrides, base=export_config(model.meta))
@@ -68,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     for r in res.rasters:
         print(f"wrote {r.path}: {r.width}x{r.height} px, {plan.mode} classes k={r.k}, {r.tiles} tiles of {r.tile} "
               f"px, halo {r.halo} px, working grid {r.working}; style {r.path.with_suffix('.qml').name}")
+        if r.prior:
+            print("  class shares (prior): " + ", ".join(f"{n} {p:.0%}" for n, p in zip(r.class_names, r.prior,
+                                                                                      strict=True)))
     if res.mosaic is not None:
         print(f"wrote {res.mosaic}: mosaic of {len(res.rasters)} rasters")
     for v in res.vectors:
