@@ -15,14 +15,14 @@ Two reference points keep the protocol honest. One label per image (a constant) 
 method: where scenes are mostly one land cover, per-image matching rewards predicting fewer
 segments, and this row says how much. Codebook rows also report the mIoU with *one* matching of
 ids to classes for the whole dataset, which only rises when an id means the same land cover in
-every image (what a user's legend needs). ``--prior-rounds 3,0`` scores the class prior
-(``predict.prior_rounds``) with 3 EM rounds and off.
+every image (what a user's legend needs). ``--prior-rounds 1,0`` scores the class prior
+(``predict.prior_rounds``) with one EM round and off.
 
     python bench/quality_real.py ../shared/data/deepglobe-sample --source-gsd 0.5 --seed 0
     python bench/quality_real.py ../shared/data/dronedeploy-sample --source-gsd 0.1 --seed 0
     python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint bench/out/x/run/checkpoints/last.pt
     python bench/quality_real.py DIR --source-gsd 0.5 --seed 1 --codebook-seeds 0,1,2   # 3 codebook draws
-    python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint CKPT --prior-rounds 3,0   # prior ablation
+    python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint CKPT --prior-rounds 1,0   # prior ablation
 
 ``DIR`` holds ``manifest.csv`` (``image,label`` columns, paths relative to it) and ``classes.csv``.
 ``--source-gsd`` is the one per-dataset input: these rasters carry no CRS, so their metres per pixel
@@ -113,12 +113,12 @@ def train(root: Path, out: Path, seed: int, source_gsd: float, overrides: list[s
 
 
 def run_name(mode: str, region: float, rounds: int) -> str:
-    """Key of one predict setting in the score dicts, e.g. ``codebook@300/prior3``."""
+    """Key of one predict setting in the score dicts, e.g. ``codebook@300/prior1``."""
     return f"{mode}@{region:g}/prior{rounds}"
 
 
 def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: list[float], codebook,
-          raster_rows: bool = True, baselines: bool = True, priors: tuple[int, ...] = (3,)
+          raster_rows: bool = True, baselines: bool = True, priors: tuple[int, ...] = (1,)
           ) -> dict[str, dict]:
     """Predict with ``model`` once per mode (``codebook``, and ``raster`` prototypes per image), region
     size in ``regions`` (metres) and class-prior rounds in ``priors`` (``cfg``: the resolved Config, its data

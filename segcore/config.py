@@ -190,7 +190,7 @@ class PredictConfig:
     region_m: float = _f(300.0, "region vote: side in metres of the superpixels whose cells share their mean "
                                 "cluster probabilities, at most a quarter of a raster's shorter side (0: off)")
     region_compactness: float = _f(0.4, "region vote: colour distance (0..1 RGB) worth one region side")
-    prior_rounds: int = _f(3, "class prior: EM rounds estimating each raster's class shares from equal ones on its "
+    prior_rounds: int = _f(1, "class prior: EM rounds estimating each raster's class shares from equal ones on its "
                               "sample windows; the shares then weight the probabilities (0: off, every class equally "
                               "likely; more rounds pull harder towards the raster's main classes)")
     classes: str = _f("auto", "ids: codebook (the export's dataset codebook, same ids in every raster), raster "

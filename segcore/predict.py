@@ -237,7 +237,7 @@ def predict_raster(
     progress: bool = True,
     region_m: float = 0.0,
     region_compactness: float = 0.4,
-    prior_rounds: int = 3,
+    prior_rounds: int = 1,
     codebook: Codebook | None = None,
     class_names: list[str] | None = None,
     overviews: bool = False,

@@ -113,14 +113,15 @@ def region_vote(probs: np.ndarray, regions: np.ndarray, valid: np.ndarray | None
     return out
 
 
-def class_prior(probs: np.ndarray, iters: int = 3, tol: float = 1e-6) -> np.ndarray:
+def class_prior(probs: np.ndarray, iters: int = 1, tol: float = 1e-6) -> np.ndarray:
     """Class shares ``float64 (K,)`` of the cells ``probs (K, N)`` (probabilities under equal priors).
 
     EM for the mixing weights of fixed class likelihoods: the posterior of every cell under the
     current shares, then the shares as the mean posterior, from equal shares for ``iters`` rounds
-    or until no share moves by ``tol``. Run to convergence, EM on a scene mostly of one class can
-    give that class nearly everything; a few rounds (``predict.prior_rounds``) stop half way, which
-    measured better (docs/benchmarks.md, "Class prior"). No cells: equal shares.
+    or until no share moves by ``tol``. One round gives the mean probabilities of the cells. Run to
+    convergence, EM on a scene mostly of one class gives that class nearly everything; one round
+    (the default of ``predict.prior_rounds``) measured best (docs/benchmarks.md, "Class prior").
+    No cells: equal shares.
     """
     k = probs.shape[0]
     prior = np.full(k, 1.0 / k)

@@ -11,7 +11,7 @@ def test_defaults_match_the_product_spec():
     # Measured on real imagery at the 2 m working resolution (docs/benchmarks.md, issue 11).
     assert cfg.data.patch_sizes == (192, 256)
     assert (cfg.data.gsd, cfg.data.min_side, cfg.train.steps) == (2.0, 256, 400)
-    assert (cfg.predict.region_m, cfg.predict.region_compactness) == (300.0, 0.4)
+    assert (cfg.predict.region_m, cfg.predict.region_compactness, cfg.predict.prior_rounds) == (300.0, 0.4, 1)
     assert cfg.data.source == "synthetic"
     assert cfg.data.require_slic is True
     assert cfg.data.cache_mode == "none"
@@ -22,6 +22,22 @@ def test_defaults_match_the_product_spec():
     assert cfg.train.multi_scale_mode == "sample_one_scale_per_step"
     assert isinstance(cfg.aug.seed, int)
     assert cfg.teacher.enabled is False
+
+
+def test_predict_function_defaults_agree_with_the_config():
+    import inspect
+
+    from segcore.predict import predict_raster
+    from segcore.regions import class_prior, superpixels
+
+    p = Config().predict
+    params = inspect.signature(predict_raster).parameters
+    assert params["region_compactness"].default == p.region_compactness
+    assert params["prior_rounds"].default == p.prior_rounds
+    assert inspect.signature(superpixels).parameters["compactness"].default == p.region_compactness
+    assert inspect.signature(class_prior).parameters["iters"].default == p.prior_rounds
+    with pytest.raises(ConfigError, match="prior_rounds"):
+        load_config(overrides=["predict.prior_rounds=-1"])
 
 
 def test_precedence_file_then_flags_then_overrides(tmp_path):
