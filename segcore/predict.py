@@ -70,6 +70,7 @@ class RasterFit:
     windows: list[tuple[int, int, int, int]]
     sample_cells: int
     prior: np.ndarray | None = None  # (k,) class shares of the raster (segcore.regions.class_prior)
+    window: tuple | None = None  # (Window, rgb, valid, probs) of the one sample window, when embedded with context
 
 
 @dataclass(frozen=True)
@@ -196,17 +197,35 @@ def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int =
 
 
 def codebook_raster(model: NumpyModel, path: str | Path, codebook: Codebook, sample_pixels: int = 65536,
-                    data_cfg: DataConfig | None = None, prior_rounds: int = 0) -> RasterFit:
+                    data_cfg: DataConfig | None = None, prior_rounds: int = 0, edge: int = 0) -> RasterFit:
     """Pass 1 with a codebook: its frozen statistics and prototypes, and with ``prior_rounds`` the
     raster's class shares, estimated on the same sample windows as :func:`fit_raster` (a raster with
-    no valid cell gets equal shares)."""
+    no valid cell gets equal shares).
+
+    Each sample window is embedded with ``edge`` working pixels of context around it (mirrored
+    beyond the raster edge, as a tile on the raster edge is), so a raster that is one sample window
+    and one tile is embedded once: its probabilities are kept in ``RasterFit.window`` for the tile.
+    """
     if not prior_rounds:
         return RasterFit(codebook.stats, codebook.prototypes, [], 0)
     cfg = data_cfg or DataConfig()
-    windows, images, valids = _sample_cells(model, path, cfg, sample_pixels, codebook.k)
-    embeds = [model.embed(rgb, codebook.stats) for rgb in images]
-    shares = _prior(model, embeds, valids, codebook.prototypes, sample_pixels, prior_rounds)
-    return RasterFit(codebook.stats, codebook.prototypes, windows, sum(int(v.sum()) for v in valids), shares)
+    windows, _, _ = _sample_cells(model, path, cfg, sample_pixels, codebook.k)
+    info = inspect_raster(path, cfg)
+    probs, valids, window = [], [], None
+    with open_raster(path) as ds:
+        for col, row, w, h in windows:
+            read = Window(col - edge, row - edge, w + 2 * edge, h + 2 * edge)
+            rgb, valid = read_reflected(ds, info, cfg, read)
+            p = model.probabilities(model.embed(rgb, codebook.stats), codebook.prototypes)  # (K, h4, w4)
+            if len(windows) == 1:
+                window = (read, rgb, valid, p)
+            inner = np.s_[edge // STRIDE : edge // STRIDE + math.ceil(h / STRIDE),
+                          edge // STRIDE : edge // STRIDE + math.ceil(w / STRIDE)]
+            probs.append(p[(slice(None), *inner)])
+            valids.append(valid[::STRIDE, ::STRIDE][: p.shape[1], : p.shape[2]][inner])
+    shares = class_prior(_valid_columns(probs, valids, sample_pixels).T, prior_rounds)
+    return RasterFit(codebook.stats, codebook.prototypes, windows, sum(int(v.sum()) for v in valids), shares,
+                     window)
 
 
 def tiles(width: int, height: int, tile: int) -> list[tuple[int, int, int, int]]:
@@ -290,7 +309,7 @@ def predict_raster(
     if prior_rounds < 0:
         raise ConfigError(f"predict.prior_rounds={prior_rounds} must be 0 (off) or more")
     if codebook is not None:
-        fit = codebook_raster(model, src, codebook, sample_pixels, cfg, prior_rounds)
+        fit = codebook_raster(model, src, codebook, sample_pixels, cfg, prior_rounds, halo)
     else:
         fit = fit_raster(model, src, k, sample_pixels, cfg, prior_rounds)
     mode = "raster" if codebook is None else "codebook"
@@ -378,8 +397,12 @@ def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
     x0 = STRIDE * math.floor((col / fx - left) / STRIDE)
     y0 = STRIDE * math.floor((row / fy - top) / STRIDE)
     x1, y1 = math.ceil((col + w) / fx) + right, math.ceil((row + h) / fy) + bottom
-    rgb, valid = read_reflected(ds, info, cfg, Window(x0, y0, x1 - x0, y1 - y0))
-    probs = model.probabilities(model.embed(rgb, fit.stats), fit.prototypes)  # (K, h4, w4)
+    window = Window(x0, y0, x1 - x0, y1 - y0)
+    if fit.window is not None and fit.window[0] == window:  # pass 1 embedded this very window
+        _, rgb, valid, probs = fit.window
+    else:
+        rgb, valid = read_reflected(ds, info, cfg, window)
+        probs = model.probabilities(model.embed(rgb, fit.stats), fit.prototypes)  # (K, h4, w4)
     if fit.prior is not None:
         probs = apply_prior(probs, fit.prior)
     if vote is not None:
