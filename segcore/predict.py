@@ -25,8 +25,15 @@ Output: ``uint8`` GeoTIFF, one band, ``0`` = nodata, clusters ``1..k``; CRS and 
 from the input (a raster without them stays without), written to a temp name then renamed. It
 carries a colour table, a band description and the class names (:mod:`segcore.style`), optionally
 internal overviews, and a QGIS style ``<stem>.qml`` is written beside it. With a ``codebook``
-(:mod:`segcore.codebook`) pass 1 is skipped: the export's frozen statistics and dataset prototypes
+(:mod:`segcore.codebook`) pass 1 fits nothing: the export's frozen statistics and dataset prototypes
 are used, so the same id means the same thing in every raster.
+
+**Class prior** (``prior_rounds``, ``predict.prior_rounds``): pass 1 also estimates the raster's
+class shares on its sample windows (:func:`segcore.regions.class_prior`), and every tile weights
+its cells' probabilities by them before the region vote, so undecided cells join the raster's main
+classes. With a codebook this is the only work of pass 1; a raster that is one sample window and
+one tile is embedded once. The shares are the raster's own, so two overlapping rasters can differ
+on undecided pixels; ``prior_rounds=0`` keeps ids a function of the pixels alone.
 Memory depends on ``tile`` and ``sample_pixels``, not on the raster size (``docs/benchmarks.md``).
 """
 
