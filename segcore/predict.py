@@ -139,30 +139,46 @@ def sample_windows(width: int, height: int, sample_pixels: int, side: int = SAMP
     return [(c, r, sw, sh) for r in origins(height, sh, gy) for c in origins(width, sw, gx)]
 
 
-def _sample_cells(model: NumpyModel, path: str | Path, cfg: DataConfig, sample_pixels: int, k: int
-                  ) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray], list[np.ndarray]]:
-    """The sample windows of ``path`` (:func:`sample_windows`): ``(windows, rgb images, valid cells)``."""
-    info = inspect_raster(path, cfg)
-    windows = sample_windows(info.width, info.height, sample_pixels)
-    images, valids = [], []
+@dataclass(frozen=True)
+class _Samples:
+    """Pass 1's sample windows of a raster, each read with ``edge`` working pixels of context."""
+
+    windows: list[tuple[int, int, int, int]]  # (col, row, width, height) on the working grid
+    reads: list[Window]  # each window grown by the context
+    images: list[np.ndarray]  # rgb of each read
+    valids: list[np.ndarray]  # valid mask of each read (mirrored context is invalid)
+    cells: list[np.ndarray]  # valid stride-4 cells of each window itself
+
+
+def _inner_cells(edge: int, width: int, height: int) -> tuple:
+    """Index of a window's own stride-4 cells in the cells of its read grown by ``edge`` pixels."""
+    e = edge // STRIDE
+    return np.s_[..., e : e + math.ceil(height / STRIDE), e : e + math.ceil(width / STRIDE)]
+
+
+def _sample_cells(path: str | Path, info, cfg: DataConfig, sample_pixels: int, k: int, edge: int = 0) -> _Samples:
+    """The sample windows of ``path`` (:func:`sample_windows`), read with ``edge`` pixels of context
+    (:func:`read_reflected`: mirrored beyond the raster edge); a scan for valid pixels replaces an
+    even grid that finds fewer than ``k`` valid cells."""
+    def read(ds, windows: list[tuple[int, int, int, int]]) -> _Samples:
+        reads = [Window(c - edge, r - edge, w + 2 * edge, h + 2 * edge) for c, r, w, h in windows]
+        images, valids = zip(*(read_reflected(ds, info, cfg, win) for win in reads), strict=True)
+        cells = [v[::STRIDE, ::STRIDE][_inner_cells(edge, w, h)] for v, (_, _, w, h) in zip(valids, windows,
+                                                                                          strict=True)]
+        return _Samples(windows, reads, list(images), list(valids), cells)
+
     with open_raster(path) as ds:
-        for col, row, w, h in windows:
-            rgb, valid = read_rgb(ds, info, Window(col, row, w, h), cfg)
-            images.append(rgb)
-            valids.append(valid[::STRIDE, ::STRIDE])
-        if len(windows) > 1 and sum(int(v.sum()) for v in valids) < k:
+        samples = read(ds, sample_windows(info.width, info.height, sample_pixels))
+        found_cells = sum(int(c.sum()) for c in samples.cells)
+        if len(samples.windows) > 1 and found_cells < k:
             # Few, sparse valid pixels the even grid missed: sample where a coarse scan finds them.
             found = valid_sample_windows(ds, info, cfg, SAMPLE_SIDE,
                                          sample_count(info.width, info.height, sample_pixels, SAMPLE_SIDE))
             if found:
                 log.info("%s: %d valid cells in the sample windows; sampling %d windows on valid pixels instead",
-                         path, sum(int(v.sum()) for v in valids), len(found))
-                windows, images, valids = found, [], []
-                for col, row, w, h in windows:
-                    rgb, valid = read_rgb(ds, info, Window(col, row, w, h), cfg)
-                    images.append(rgb)
-                    valids.append(valid[::STRIDE, ::STRIDE])
-    return windows, images, valids
+                         path, found_cells, len(found))
+                samples = read(ds, found)
+    return samples
 
 
 def _valid_columns(arrays: list[np.ndarray], valids: list[np.ndarray], limit: int) -> np.ndarray:
@@ -172,21 +188,14 @@ def _valid_columns(arrays: list[np.ndarray], valids: list[np.ndarray], limit: in
     return rows[:: max(1, math.ceil(len(rows) / limit))]
 
 
-def _prior(model: NumpyModel, embeds: list[np.ndarray], valids: list[np.ndarray], prototypes: np.ndarray,
-           sample_pixels: int, rounds: int) -> np.ndarray:
-    """The raster's class shares after ``rounds`` EM rounds (:func:`segcore.regions.class_prior`)
-    over the sampled cells."""
-    probs = [model.probabilities(z, prototypes) for z in embeds]
-    return class_prior(_valid_columns(probs, valids, sample_pixels).T, rounds)
-
-
 def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int = 65536,
                data_cfg: DataConfig | None = None, prior_rounds: int = 0) -> RasterFit:
     """Pass 1 of :func:`predict_raster`: frozen norm statistics and ``k`` prototypes for ``path``,
     and with ``prior_rounds`` the raster's class shares under them."""
     cfg = data_cfg or DataConfig()
-    windows, images, valids = _sample_cells(model, path, cfg, sample_pixels, k)
-    embeds, stats = model.embed_joint(images)
+    samples = _sample_cells(path, inspect_raster(path, cfg), cfg, sample_pixels, k)
+    windows, valids = samples.windows, samples.cells
+    embeds, stats = model.embed_joint(samples.images)
     if len(windows) == 1:  # the whole raster: the same fit as NumpyModel.segment
         protos = model.fit_prototypes(embeds[0], k, valids[0])
         cells = int(valids[0].sum())
@@ -199,7 +208,10 @@ def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int =
         protos = model.fit_prototypes(sample, k)
     if cells == 0:
         raise RasterError(f"{path}: every sampled pixel is nodata; nothing to predict")
-    shares = _prior(model, embeds, valids, protos, sample_pixels, prior_rounds) if prior_rounds else None
+    shares = None
+    if prior_rounds:
+        probs = [model.probabilities(z, protos) for z in embeds]
+        shares = class_prior(_valid_columns(probs, valids, sample_pixels).T, prior_rounds)
     return RasterFit(stats, protos, windows, cells, shares)
 
 
@@ -216,23 +228,16 @@ def codebook_raster(model: NumpyModel, path: str | Path, codebook: Codebook, sam
     if not prior_rounds:
         return RasterFit(codebook.stats, codebook.prototypes, [], 0)
     cfg = data_cfg or DataConfig()
-    windows, _, _ = _sample_cells(model, path, cfg, sample_pixels, codebook.k)
-    info = inspect_raster(path, cfg)
-    probs, valids, window = [], [], None
-    with open_raster(path) as ds:
-        for col, row, w, h in windows:
-            read = Window(col - edge, row - edge, w + 2 * edge, h + 2 * edge)
-            rgb, valid = read_reflected(ds, info, cfg, read)
-            p = model.probabilities(model.embed(rgb, codebook.stats), codebook.prototypes)  # (K, h4, w4)
-            if len(windows) == 1:
-                window = (read, rgb, valid, p)
-            inner = np.s_[edge // STRIDE : edge // STRIDE + math.ceil(h / STRIDE),
-                          edge // STRIDE : edge // STRIDE + math.ceil(w / STRIDE)]
-            probs.append(p[(slice(None), *inner)])
-            valids.append(valid[::STRIDE, ::STRIDE][: p.shape[1], : p.shape[2]][inner])
-    shares = class_prior(_valid_columns(probs, valids, sample_pixels).T, prior_rounds)
-    return RasterFit(codebook.stats, codebook.prototypes, windows, sum(int(v.sum()) for v in valids), shares,
-                     window)
+    samples = _sample_cells(path, inspect_raster(path, cfg), cfg, sample_pixels, codebook.k, edge)
+    probs = [model.probabilities(model.embed(rgb, codebook.stats), codebook.prototypes)  # (K, h4, w4) each
+             for rgb in samples.images]
+    inner = [p[_inner_cells(edge, w, h)] for p, (_, _, w, h) in zip(probs, samples.windows, strict=True)]
+    shares = class_prior(_valid_columns(inner, samples.cells, sample_pixels).T, prior_rounds)
+    window = None
+    if len(samples.windows) == 1:
+        window = (samples.reads[0], samples.images[0], samples.valids[0], probs[0])
+    return RasterFit(codebook.stats, codebook.prototypes, samples.windows, sum(int(c.sum()) for c in samples.cells),
+                     shares, window)
 
 
 def tiles(width: int, height: int, tile: int) -> list[tuple[int, int, int, int]]:

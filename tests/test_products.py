@@ -179,15 +179,21 @@ def test_codebook_prediction_is_the_same_whatever_the_tiles(export_dir, two_cuts
     assert (_read(tmp_path / "tiled.tif")[0] != _read(tmp_path / "whole.tif")[0]).mean() < 1e-4
 
 
-def test_class_prior_pulls_pixels_to_the_main_classes(export_dir, two_cuts, tmp_path):
+def test_class_prior_pulls_pixels_to_the_main_classes(export_dir, two_cuts, tmp_path, monkeypatch):
+    import segcore.predict
     from segcore.codebook import load_codebook
     from segcore.predict import predict_raster
 
     model = load_export(export_dir)
     cb = load_codebook(export_dir, model.meta)
     src = two_cuts / "b.tif"
+    reads = []
+    read_reflected = segcore.predict.read_reflected
+    monkeypatch.setattr(segcore.predict, "read_reflected", lambda *a: reads.append(a[-1]) or read_reflected(*a))
     plain = predict_raster(src, tmp_path / "plain.tif", model, codebook=cb, prior_rounds=0, progress=False)
     prior = predict_raster(src, tmp_path / "prior.tif", model, codebook=cb, progress=False)
+    # One tile and one sample window: the tile reuses the prior pass's read and embedding.
+    assert (plain.tiles, prior.tiles, len(reads)) == (1, 1, 2)
     assert (plain.prior, plain.sample_cells) == ((), 0)  # no prior: no sampling pass
     assert len(prior.prior) == 6
     assert prior.sample_cells > 0
