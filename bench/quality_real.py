@@ -23,6 +23,7 @@ every image (what a user's legend needs). ``--prior-rounds 1,0`` scores the clas
     python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint bench/out/x/run/checkpoints/last.pt
     python bench/quality_real.py DIR --source-gsd 0.5 --seed 1 --codebook-seeds 0,1,2   # 3 codebook draws
     python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint CKPT --prior-rounds 1,0   # prior ablation
+    python bench/quality_real.py DIR --source-gsd 0.5 --checkpoint CKPT --named-codebook 30   # analyst naming
 
 ``DIR`` holds ``manifest.csv`` (``image,label`` columns, paths relative to it) and ``classes.csv``.
 ``--source-gsd`` is the one per-dataset input: these rasters carry no CRS, so their metres per pixel
@@ -44,7 +45,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 
-from segcore.codebook import CodebookRequest, load_codebook
+from segcore.codebook import CodebookRequest, load_codebook, read_class_names
 from segcore.config import load_config
 from segcore.data.shards import build_shards
 from segcore.export import export_checkpoint
@@ -118,14 +119,15 @@ def run_name(mode: str, region: float, rounds: int) -> str:
 
 
 def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: list[float], codebook,
-          raster_rows: bool = True, baselines: bool = True, priors: tuple[int, ...] = (1,)
-          ) -> dict[str, dict]:
+          raster_rows: bool = True, baselines: bool = True, priors: tuple[int, ...] = (1,),
+          class_names: list[str] | None = None) -> dict[str, dict]:
     """Predict with ``model`` once per mode (``codebook``, and ``raster`` prototypes per image), region
     size in ``regions`` (metres) and class-prior rounds in ``priors`` (``cfg``: the resolved Config, its data
     and predict sections are used) and score every image; RGB, SLIC and descriptor k-means and one
     label per image on the same pixels unless ``baselines`` is off. Codebook rows also get
     ``dataset_miou``: one matching of ids to classes for the whole dataset instead of one per image
-    (what a legend that means the same in every raster is worth)."""
+    (what a legend that means the same in every raster is worth). ``class_names``: names of the
+    codebook ids (codebook rows; ids named alike are merged by ``predict_raster``)."""
     c = num_classes(root)
     raster_regions = sorted({regions[0], regions[-1]})  # the per-raster ablation: no vote and the largest
     runs = [(run_name("codebook", r, p), "codebook", r, p) for p in priors for r in regions]
@@ -144,7 +146,8 @@ def score(root: Path, pred_dir: Path, k: int, seed: int, model, cfg, regions: li
             t0 = time.perf_counter()
             res = predict_raster(image, out, model, None if mode == "codebook" else k, data_cfg=cfg.data,
                                  progress=False, region_m=region, region_compactness=cfg.predict.region_compactness,
-                                 prior_rounds=prior, codebook=codebook if mode == "codebook" else None)
+                                 prior_rounds=prior, codebook=codebook if mode == "codebook" else None,
+                                 class_names=class_names if mode == "codebook" else None)
             timing[name][0] += time.perf_counter() - t0
             timing[name][1] += res.width * res.height / 1e6
             pred = strided(out, s, 1).astype(np.int64)
@@ -184,6 +187,10 @@ def main() -> None:
     parser.add_argument("--codebook-seeds", default=None,
                         help="comma-separated extra codebook seeds: the same model is exported and scored once "
                              "per seed (codebook rows only) and the mean over all draws is printed")
+    parser.add_argument("--named-codebook", type=int, default=0, metavar="K",
+                        help="also score the analyst's workflow: a K-prototype codebook whose ids are named once "
+                             "for the dataset (after their majority class: the labels stand in for the analyst), "
+                             "ids named alike merged")
     parser.add_argument("overrides", nargs="*", help="section.key=value changes to the defaults")
     args = parser.parse_intermixed_args()
     if not (args.data / "manifest.csv").is_file():
@@ -228,11 +235,58 @@ def main() -> None:
                 pooled = f"{r['dataset_miou']:.3f}" if "dataset_miou" in r else ""
                 print(f"| segcore, {mode} classes, {vote}, prior {prior} rounds | {r['miou']:.3f} | "
                       f"{r['pixel_acc']:.3f} | {pooled} | {r['mp_per_s']:.2f} |")
+    if args.named_codebook:
+        res.update(named_codebook(args, checkpoint, source, out, cfg))
     draws = codebook_draws(args, checkpoint, source, out, cfg, regions, priors, res)
     (out / "quality_real.json").write_text(json.dumps(
         {"data": str(args.data), "seed": args.seed, "k": args.k, "overrides": args.overrides,
          "gsd": cfg.data.gsd, "source_gsd": args.source_gsd, "shards_seconds": built, "train_seconds": trained,
          "scores": res, "codebook_draws": draws}, indent=2, default=float))
+
+
+def named_codebook(args, checkpoint: Path, source: str, out: Path, cfg) -> dict[str, dict]:
+    """The analyst's workflow: a codebook of ``--named-codebook`` prototypes, each id named once for the
+    whole dataset, ids named alike merged into one class by ``predict_raster``.
+
+    The labels stand in for the analyst: each id is named after the class most of its pixels have
+    over the dataset (one decision per id, not per image); an id that never wins a pixel takes the
+    name of the most similar named prototype. Both passes use the product defaults (vote, prior).
+    Returns the scores under ``named@<k>`` with the names used.
+    """
+    kp, c = args.named_codebook, num_classes(args.data)
+    labels_csv = read_class_names(args.data / "classes.csv")  # row i: class i (row 0: ignore)
+    export = export_checkpoint(checkpoint, out / f"export-k{kp}",
+                               codebook=CodebookRequest(k=kp, seed=args.seed, source=source))
+    model = load_export(export)
+    codebook = load_codebook(export, model.meta)
+    pred_dir = out / f"pred-k{kp}"
+    pred_dir.mkdir(exist_ok=True)
+    counts = np.zeros((kp + 1, c + 1), np.int64)  # codebook id x class, pooled over the dataset
+    p = cfg.predict
+    for image, label in read_pairs(args.data):
+        with rasterio.open(label) as ds:
+            s = max(1, math.ceil(max(ds.width, ds.height) / MAX_SIDE))
+        dst = pred_dir / f"{image.stem}-ids.tif"
+        predict_raster(image, dst, model, data_cfg=cfg.data, progress=False, region_m=p.region_m,
+                       region_compactness=p.region_compactness, prior_rounds=p.prior_rounds, codebook=codebook)
+        target, pred = strided(label, s, 1).astype(np.int64), strided(dst, s, 1).astype(np.int64)
+        keep = target > 0
+        np.add.at(counts, (pred[keep], target[keep]), 1)
+    won = counts[1:, 1:].sum(1) > 0
+    best = counts[1:, 1:].argmax(1) + 1
+    protos = codebook.prototypes
+    for i in np.flatnonzero(~won):
+        sims = np.where(won, protos @ protos[i], -np.inf)
+        best[i] = best[int(np.argmax(sims))] if won.any() else 1
+    names = [labels_csv[j] for j in best]
+    scores_ = score(args.data, pred_dir, args.k, args.seed, model, cfg, [p.region_m], codebook, raster_rows=False,
+                    baselines=False, priors=(p.prior_rounds,), class_names=names)
+    row = scores_[run_name("codebook", p.region_m, p.prior_rounds)]
+    row["names"] = names
+    print(f"\nnamed codebook: {kp} ids named after their majority class over the dataset "
+          f"({len(set(names))} classes): mIoU {row['miou']:.3f}, pixel accuracy {row['pixel_acc']:.3f}, "
+          f"one matching for the dataset {row['dataset_miou']:.3f}")
+    return {f"named@{kp}": row}
 
 
 def codebook_draws(args, checkpoint: Path, source: str, out: Path, cfg, regions: list[float],

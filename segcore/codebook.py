@@ -124,15 +124,32 @@ def read_class_names(path: str | Path) -> list[str]:
 
 
 def resolve_class_names(names: list[str] | tuple[str, ...] | None, k: int) -> list[str]:
-    """``names`` checked against ``k`` (default names when empty); ConfigError on a wrong count."""
+    """``names`` checked against ``k`` (default names when empty); ConfigError on a wrong count or an
+    empty name. A name may repeat: codebook ids named alike are one class (:func:`class_groups`)."""
     if not names:
         return default_class_names(k)
-    names = [str(n) for n in names]
+    names = [str(n).strip() for n in names]
     if len(names) != k:
         raise ConfigError(f"{len(names)} class names given for k={k} classes; give exactly one name per class")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"class names must be distinct, got {names}")
+    if not all(names):
+        raise ConfigError(f"class names must not be empty, got {names}")
     return names
+
+
+def class_groups(names: list[str] | tuple[str, ...]) -> tuple[list[str], np.ndarray | None]:
+    """The legend of codebook ids named ``names`` (one per id): ids named alike form one class.
+
+    Returns the distinct names in order of first appearance (output classes ``1..n``) and, when a
+    name repeats, ``groups int64 (k,)``: the output class index of every codebook id (``None`` when
+    every name is distinct, so nothing needs merging). The usual remote-sensing workflow: fit many
+    more prototypes than land covers (``--codebook-k 30``), look at them, and name each id; the
+    probabilities of ids named alike are summed (:func:`segcore.regions.merge_classes`).
+    """
+    legend = list(dict.fromkeys(names))
+    if len(legend) == len(names):
+        return legend, None
+    index = {name: i for i, name in enumerate(legend)}
+    return legend, np.asarray([index[n] for n in names], np.int64)
 
 
 # -- k-means ----------------------------------------------------------------------------------------

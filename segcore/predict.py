@@ -53,11 +53,11 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from segcore.checks import check_k, check_utf8, sample_count, valid_sample_windows
-from segcore.codebook import Codebook, default_class_names
+from segcore.codebook import Codebook, class_groups, default_class_names
 from segcore.config import Config, DataConfig
 from segcore.data.raster import inspect_raster, open_raster, read_rgb, read_valid
 from segcore.errors import ConfigError, RasterError
-from segcore.regions import apply_prior, cell_colours, class_prior, region_vote, superpixels
+from segcore.regions import apply_prior, cell_colours, class_prior, merge_classes, region_vote, superpixels
 from segcore.runtime import STRIDE, NormStats, NumpyModel, coordinate_taps, resample_argmax
 from segcore.safety import PREDICT_TAG, PREDICT_TAG_VALUE, claim_output_file
 from segcore.style import style_labels, write_qml
@@ -78,6 +78,12 @@ class RasterFit:
     sample_cells: int
     prior: np.ndarray | None = None  # (k,) class shares of the raster (segcore.regions.class_prior)
     window: tuple | None = None  # (Window, rgb, valid, probs) of the one sample window, when embedded with context
+    merge: tuple[np.ndarray, int] | None = None  # (groups (K,), n): codebook ids summed into n named classes
+
+    def probabilities(self, model: NumpyModel, embed: np.ndarray) -> np.ndarray:
+        """``probs (K, h, w)`` of ``embed`` on the prototypes, ids named alike summed into one class."""
+        probs = model.probabilities(embed, self.prototypes)
+        return probs if self.merge is None else merge_classes(probs, *self.merge)
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,8 @@ def fit_raster(model: NumpyModel, path: str | Path, k: int, sample_pixels: int =
 
 
 def codebook_raster(model: NumpyModel, path: str | Path, codebook: Codebook, sample_pixels: int = 65536,
-                    data_cfg: DataConfig | None = None, prior_rounds: int = 0, edge: int = 0) -> RasterFit:
+                    data_cfg: DataConfig | None = None, prior_rounds: int = 0, edge: int = 0,
+                    merge: tuple[np.ndarray, int] | None = None) -> RasterFit:
     """Pass 1 with a codebook: its frozen statistics and prototypes, and with ``prior_rounds`` the
     raster's class shares, estimated on the same sample windows as :func:`fit_raster` (a raster with
     no valid cell gets equal shares).
@@ -224,20 +231,22 @@ def codebook_raster(model: NumpyModel, path: str | Path, codebook: Codebook, sam
     Each sample window is embedded with ``edge`` working pixels of context around it (mirrored
     beyond the raster edge, as a tile on the raster edge is), so a raster that is one sample window
     and one tile is embedded once: its probabilities are kept in ``RasterFit.window`` for the tile.
+    ``merge`` (``(groups, n)``, see :func:`segcore.codebook.class_groups`) sums the probabilities of
+    codebook ids named alike into ``n`` classes, before the prior and the vote.
     """
+    fit = RasterFit(codebook.stats, codebook.prototypes, [], 0, merge=merge)
     if not prior_rounds:
-        return RasterFit(codebook.stats, codebook.prototypes, [], 0)
+        return fit
     cfg = data_cfg or DataConfig()
     samples = _sample_cells(path, inspect_raster(path, cfg), cfg, sample_pixels, codebook.k, edge)
-    probs = [model.probabilities(model.embed(rgb, codebook.stats), codebook.prototypes)  # (K, h4, w4) each
-             for rgb in samples.images]
+    probs = [fit.probabilities(model, model.embed(rgb, codebook.stats)) for rgb in samples.images]  # (K, h4, w4)
     inner = [p[_inner_cells(edge, w, h)] for p, (_, _, w, h) in zip(probs, samples.windows, strict=True)]
     shares = class_prior(_valid_columns(inner, samples.cells, sample_pixels).T, prior_rounds)
     window = None
     if len(samples.windows) == 1:
         window = (samples.reads[0], samples.images[0], samples.valids[0], probs[0])
     return RasterFit(codebook.stats, codebook.prototypes, samples.windows, sum(int(c.sum()) for c in samples.cells),
-                     shares, window)
+                     shares, window, merge)
 
 
 def tiles(width: int, height: int, tile: int) -> list[tuple[int, int, int, int]]:
@@ -297,7 +306,10 @@ def predict_raster(
             statistics and prototypes; ``k`` is the codebook's) instead of fitting prototypes on
             this raster, so ids mean the same in every raster.
         class_names: names of classes ``1..k`` for the colour table tags and the ``.qml`` written
-            beside ``dst`` (:mod:`segcore.style`); default ``class 1..k``.
+            beside ``dst`` (:mod:`segcore.style`); default ``class 1..k``. With a codebook a name
+            may repeat: ids named alike become one class (their probabilities summed before the
+            prior and the vote), and the output has one id per distinct name, in order of first
+            appearance (:func:`segcore.codebook.class_groups`).
         overviews: build internal overviews (mode resampling) for large outputs.
     """
     from tqdm import tqdm
@@ -316,12 +328,17 @@ def predict_raster(
     names = list(class_names) if class_names else default_class_names(k)
     if len(names) != k:
         raise ConfigError(f"{len(names)} class names for k={k} classes; give exactly one name per class")
+    names, groups = class_groups(names)
+    if groups is not None and codebook is None:
+        raise ConfigError(f"class names repeat ({', '.join(class_names)}): only codebook ids can be merged by "
+                          "name; ids fitted per raster mean nothing from one raster to the next")
+    merge = None if groups is None else (groups, len(names))
     tile = _round4(max(tile, STRIDE))
     halo = _round4(max(halo, model.receptive_radius()))
     if prior_rounds < 0:
         raise ConfigError(f"predict.prior_rounds={prior_rounds} must be 0 (off) or more")
     if codebook is not None:
-        fit = codebook_raster(model, src, codebook, sample_pixels, cfg, prior_rounds, halo)
+        fit = codebook_raster(model, src, codebook, sample_pixels, cfg, prior_rounds, halo, merge)
     else:
         fit = fit_raster(model, src, k, sample_pixels, cfg, prior_rounds)
     mode = "raster" if codebook is None else "codebook"
@@ -361,8 +378,8 @@ def predict_raster(
     log.info("wrote %s (%dx%d px, working grid %dx%d, %d tiles, halo %d)", dst, info.native_width,
              info.native_height, info.width, info.height, len(cores), inner)
     working = f"{info.width}x{info.height} px" + (f" at {info.gsd:.3g} m" if info.gsd else "")
-    return PredictResult(dst, info.native_width, info.native_height, k, len(cores), tile, inner, fit.sample_cells,
-                         working, mode, tuple(names),
+    return PredictResult(dst, info.native_width, info.native_height, len(names), len(cores), tile, inner,
+                         fit.sample_cells, working, mode, tuple(names),
                          () if fit.prior is None else tuple(round(float(p), 6) for p in fit.prior))
 
 
@@ -414,7 +431,7 @@ def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
         _, rgb, valid, probs = fit.window
     else:
         rgb, valid = read_reflected(ds, info, cfg, window)
-        probs = model.probabilities(model.embed(rgb, fit.stats), fit.prototypes)  # (K, h4, w4)
+        probs = fit.probabilities(model, model.embed(rgb, fit.stats))  # (K, h4, w4)
     if fit.prior is not None:
         probs = apply_prior(probs, fit.prior)
     if vote is not None:

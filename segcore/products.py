@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segcore.codebook import Codebook, default_class_names, load_codebook, read_class_names
+from segcore.codebook import Codebook, class_groups, default_class_names, load_codebook, read_class_names
 from segcore.config import Config, DataConfig
 from segcore.errors import ConfigError, RasterError
 from segcore.predict import PredictResult, predict_raster
@@ -30,12 +30,18 @@ MOSAIC = "mosaic.vrt"
 
 @dataclass(frozen=True)
 class ClassPlan:
-    """How a prediction assigns ids: ``mode``, the ``codebook`` (codebook mode), ``k`` and ``names``."""
+    """How a prediction assigns ids: ``mode``, the ``codebook`` (codebook mode), ``k`` and ``names``
+    (one per id; codebook ids named alike are one class of the output, see :attr:`legend`)."""
 
     mode: str
     codebook: Codebook | None
     k: int
     names: list[str]
+
+    @property
+    def legend(self) -> list[str]:
+        """The output's classes ``1..n``: the distinct names, in order of first appearance."""
+        return class_groups(self.names)[0]
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,9 @@ def class_plan(model: NumpyModel, export_dir: str | Path, mode: str = "auto", k:
         chosen = list(names)
     if len(chosen) != k:
         raise ConfigError(f"{len(chosen)} class names for k={k} classes; give exactly one name per class")
+    if codebook is None and len(set(chosen)) != len(chosen):
+        raise ConfigError("class names repeat: only codebook ids can be merged by name (ids fitted per raster "
+                          "mean nothing from one raster to the next); predict with the codebook or name each id once")
     return ClassPlan("codebook" if codebook is not None else "raster", codebook, k, chosen)
 
 
@@ -142,12 +151,12 @@ def predict_to_map(
     mosaic = None
     if mosaic_path is not None:
         try:
-            mosaic = write_vrt(outputs, mosaic_path, plan.names)
+            mosaic = write_vrt(outputs, mosaic_path, plan.legend)
         except RasterError as exc:
             log.warning("no mosaic.vrt: %s", exc)
     vectors = []
     if vector is not None:
         for labels, gpkg in zip(outputs, targets, strict=True):
-            vectors.append(polygonize(labels, gpkg, plan.names, min_area=p.vector_min_area,
+            vectors.append(polygonize(labels, gpkg, plan.legend, min_area=p.vector_min_area,
                                       simplify=p.vector_simplify))
     return MapResult(results, mosaic, vectors)

@@ -12,6 +12,7 @@ from affine import Affine
 
 from segcore.codebook import (
     CodebookRequest,
+    class_groups,
     fit_prototypes,
     kmeanspp,
     load_codebook,
@@ -148,8 +149,16 @@ def test_class_names_files_and_checks(tmp_path):
     assert resolve_class_names(None, 3) == ["class 1", "class 2", "class 3"]
     with pytest.raises(ValueError, match="exactly one name per class"):
         resolve_class_names(["a", "b"], 3)
-    with pytest.raises(ValueError, match="distinct"):
-        resolve_class_names(["a", "a"], 2)
+    assert resolve_class_names([" a", "a "], 2) == ["a", "a"]  # a name may repeat: one class (class_groups)
+    with pytest.raises(ValueError, match="must not be empty"):
+        resolve_class_names(["a", " "], 2)
+
+
+def test_class_groups_merge_ids_named_alike():
+    assert class_groups(["a", "b", "c"]) == (["a", "b", "c"], None)  # all distinct: nothing to merge
+    legend, groups = class_groups(["field", "water", "field", "forest", "water"])
+    assert legend == ["field", "water", "forest"]  # order of first appearance
+    assert groups.tolist() == [0, 1, 0, 2, 1]
 
 
 def test_k_follows_the_class_names_and_the_config_key(tmp_path):

@@ -208,6 +208,44 @@ def test_class_prior_pulls_pixels_to_the_main_classes(export_dir, two_cuts, tmp_
         predict_raster(src, tmp_path / "x.tif", model, codebook=cb, prior_rounds=-1, progress=False)
 
 
+def test_codebook_ids_named_alike_are_one_class(export_dir, two_cuts, tmp_path):
+    from segcore.codebook import load_codebook
+    from segcore.predict import predict_raster
+
+    model = load_export(export_dir)
+    cb = load_codebook(export_dir, model.meta)
+    src = two_cuts / "a.tif"
+    names = ["field", "water", "field", "forest", "water", "field"]  # one per codebook id
+    ids = predict_raster(src, tmp_path / "ids.tif", model, codebook=cb, prior_rounds=0, progress=False)
+    merged = predict_raster(src, tmp_path / "merged.tif", model, codebook=cb, prior_rounds=0, class_names=names,
+                            progress=False)
+    assert (ids.k, merged.k, merged.class_names) == (6, 3, ("field", "water", "forest"))
+    a, b = _read(tmp_path / "ids.tif")[0], _read(tmp_path / "merged.tif")[0]
+    group = np.array([0, 1, 2, 1, 3, 2, 1])  # id -> merged class (0: nodata)
+    assert set(np.unique(b)) == {1, 2, 3}
+    # Without prior and vote a pixel takes the class of its most likely id: the merge relabels the
+    # ids (up to interpolating the merged scores rather than the ids' own between cell centres).
+    assert (group[a] == b).mean() > 0.99
+    with rasterio.open(tmp_path / "merged.tif") as ds:
+        assert json.loads(ds.tags(1)["class_names"]) == ["field", "water", "forest"]
+    qml = read_qml_palette(tmp_path / "merged.qml")
+    assert [label for _, label in qml.values()] == ["field", "water", "forest"]
+    # With the defaults (prior, vote) the prior is over the merged classes.
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
+    assert cli_main(["predict", str(src), str(tmp_path / "cli.tif"), "--export", str(export_dir), "--no-progress",
+                     "--class-names", str(tmp_path / "names.txt")]) == 0
+    with rasterio.open(tmp_path / "cli.tif") as ds:
+        assert len(json.loads(ds.tags()["class_prior"])) == 3
+        assert int(ds.read(1).max()) <= 3
+    # Per-raster ids mean nothing from one raster to the next: naming two alike is an error.
+    with pytest.raises(ConfigError, match="only codebook ids"):
+        predict_raster(src, tmp_path / "x.tif", model, 6, class_names=names, progress=False)
+    with pytest.raises(ConfigError, match="only codebook ids"):
+        class_plan(model, export_dir, "raster", 6, names=names)
+    plan = class_plan(model, export_dir, names=names)
+    assert (plan.k, plan.names, plan.legend) == (6, names, ["field", "water", "forest"])
+
+
 def test_region_vote_regions_are_anchored_to_the_map(export_dir, two_cuts, tmp_path):
     # With the region vote on, seeds sit on a grid in map coordinates, so two overlapping cuts get the
     # same regions. Both cuts are read at their own 0.5 m (the default grid would shrink the two small

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segcore.regions import apply_prior, cell_colours, class_prior, region_vote, superpixels
+from segcore.regions import apply_prior, cell_colours, class_prior, merge_classes, region_vote, superpixels
 
 
 def two_halves(h: int = 40, w: int = 40, split: int = 17) -> np.ndarray:
@@ -111,3 +111,12 @@ def test_apply_prior_sends_undecided_cells_to_the_main_class():
     assert out.argmax(0).tolist() == [[0, 0, 1]]  # the near-tie flips, the clear minority cell stays
     np.testing.assert_allclose(out[0, 0, 1], 0.36 / (0.36 + 0.11), rtol=1e-6)
     np.testing.assert_allclose(apply_prior(probs, np.array([0.5, 0.5])), probs, rtol=1e-6)
+
+
+def test_merge_classes_keeps_the_best_row_of_each_group():
+    probs = np.array([[0.5, 0.1], [0.2, 0.3], [0.3, 0.6]], np.float32)[:, None, :]  # (K=3, 1, 2)
+    out = merge_classes(probs, np.array([1, 0, 1]), 2)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], [[0.2 / 0.7, 0.3 / 0.9], [0.5 / 0.7, 0.6 / 0.9]], rtol=1e-6)
+    np.testing.assert_allclose(out.sum(0), 1.0, rtol=1e-6)
+    assert merge_classes(probs, None, 3) is probs
