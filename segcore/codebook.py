@@ -142,8 +142,8 @@ def class_groups(names: list[str] | tuple[str, ...]) -> tuple[list[str], np.ndar
     Returns the distinct names in order of first appearance (output classes ``1..n``) and, when a
     name repeats, ``groups int64 (k,)``: the output class index of every codebook id (``None`` when
     every name is distinct, so nothing needs merging). The usual remote-sensing workflow: fit many
-    more prototypes than land covers (``--codebook-k 30``), look at them, and name each id; the
-    probabilities of ids named alike are summed (:func:`segcore.regions.merge_classes`).
+    more prototypes than land covers (``--codebook-k 30``), look at them, and name each id; ids
+    named alike are merged (:func:`segcore.regions.merge_classes`: a class scores its best id).
     """
     legend = list(dict.fromkeys(names))
     if len(legend) == len(names):

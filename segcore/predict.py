@@ -78,10 +78,10 @@ class RasterFit:
     sample_cells: int
     prior: np.ndarray | None = None  # (k,) class shares of the raster (segcore.regions.class_prior)
     window: tuple | None = None  # (Window, rgb, valid, probs) of the one sample window, when embedded with context
-    merge: tuple[np.ndarray, int] | None = None  # (groups (K,), n): codebook ids summed into n named classes
+    merge: tuple[np.ndarray, int] | None = None  # (groups (K,), n): codebook ids merged into n named classes
 
     def probabilities(self, model: NumpyModel, embed: np.ndarray) -> np.ndarray:
-        """``probs (K, h, w)`` of ``embed`` on the prototypes, ids named alike summed into one class."""
+        """``probs (K, h, w)`` of ``embed`` on the prototypes, ids named alike merged into one class."""
         probs = model.probabilities(embed, self.prototypes)
         return probs if self.merge is None else merge_classes(probs, *self.merge)
 
@@ -231,8 +231,8 @@ def codebook_raster(model: NumpyModel, path: str | Path, codebook: Codebook, sam
     Each sample window is embedded with ``edge`` working pixels of context around it (mirrored
     beyond the raster edge, as a tile on the raster edge is), so a raster that is one sample window
     and one tile is embedded once: its probabilities are kept in ``RasterFit.window`` for the tile.
-    ``merge`` (``(groups, n)``, see :func:`segcore.codebook.class_groups`) sums the probabilities of
-    codebook ids named alike into ``n`` classes, before the prior and the vote.
+    ``merge`` (``(groups, n)``, see :func:`segcore.codebook.class_groups`) merges codebook ids named
+    alike into ``n`` classes (:func:`segcore.regions.merge_classes`), before the prior and the vote.
     """
     fit = RasterFit(codebook.stats, codebook.prototypes, [], 0, merge=merge)
     if not prior_rounds:
@@ -307,9 +307,9 @@ def predict_raster(
             this raster, so ids mean the same in every raster.
         class_names: names of classes ``1..k`` for the colour table tags and the ``.qml`` written
             beside ``dst`` (:mod:`segcore.style`); default ``class 1..k``. With a codebook a name
-            may repeat: ids named alike become one class (their probabilities summed before the
-            prior and the vote), and the output has one id per distinct name, in order of first
-            appearance (:func:`segcore.codebook.class_groups`).
+            may repeat: ids named alike become one class (scored by their best id, before the
+            prior and the vote; :func:`segcore.regions.merge_classes`), and the output has one id
+            per distinct name, in order of first appearance (:func:`segcore.codebook.class_groups`).
         overviews: build internal overviews (mode resampling) for large outputs.
     """
     from tqdm import tqdm
