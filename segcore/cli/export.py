@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the codebook fit, 0..2**32-1")
     parser.add_argument("--no-codebook", action="store_true", help="no codebook: predictions fit per raster only")
     parser.add_argument("--class-names", metavar="FILE",
-                        help="names of the codebook classes: one per line, a JSON list, or a CSV with a name column")
+                        help="names of the codebook classes: one per line, a JSON list, or a CSV with a name column; "
+                             "a repeated name makes the ids named alike one class")
     parser.add_argument("--onnx", action="store_true",
                         help="also write model.onnx for QGIS plugins (needs pip install 'segcore[onnx]')")
 

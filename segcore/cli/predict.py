@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pixels join the raster's main classes (predict.prior_rounds; 0: off)")
     parser.add_argument("--k", type=int, help="clusters for --classes raster (default: the export's max_k)")
     parser.add_argument("--class-names", metavar="FILE",
-                        help="class names: one per line, a JSON list, or a CSV with a name column")
+                        help="class names: one per line, a JSON list, or a CSV with a name column; with the codebook a "
+                             "repeated name makes the ids named alike one class")
     parser.add_argument("--overviews", action="store_true", help="internal overviews in the output GeoTIFFs")
     parser.add_argument("--vector", metavar="OUT.gpkg",
                         help="also write polygons (GeoPackage; a directory when IN names many rasters); "
