@@ -136,18 +136,23 @@ def resolve_class_names(names: list[str] | tuple[str, ...] | None, k: int) -> li
     return names
 
 
-def class_groups(names: list[str] | tuple[str, ...]) -> tuple[list[str], np.ndarray | None]:
-    """The legend of codebook ids named ``names`` (one per id): ids named alike form one class.
+def class_groups(names: list[str] | tuple[str, ...], mergeable: bool = True) -> tuple[list[str], np.ndarray | None]:
+    """The legend of ids named ``names`` (one per id): ids named alike form one class.
 
     Returns the distinct names in order of first appearance (output classes ``1..n``) and, when a
-    name repeats, ``groups int64 (k,)``: the output class index of every codebook id (``None`` when
-    every name is distinct, so nothing needs merging). The usual remote-sensing workflow: fit many
-    more prototypes than land covers (``--codebook-k 30``), look at them, and name each id; ids
+    name repeats, ``groups int64 (k,)``: the output class index of every id (``None`` when every
+    name is distinct, so nothing needs merging). The usual remote-sensing workflow: fit many more
+    codebook prototypes than land covers (``--codebook-k 30``), look at them, and name each id; ids
     named alike are merged (:func:`segcore.regions.merge_classes`: a class scores its best id).
+    ``mergeable=False`` (ids fitted per raster, which mean nothing from one raster to the next):
+    a repeated name is a ConfigError.
     """
     legend = list(dict.fromkeys(names))
     if len(legend) == len(names):
         return legend, None
+    if not mergeable:
+        raise ConfigError(f"class names repeat ({', '.join(names)}): only codebook ids can be merged by name; "
+                          "ids fitted per raster mean nothing from one raster to the next")
     index = {name: i for i, name in enumerate(legend)}
     return legend, np.asarray([index[n] for n in names], np.int64)
 

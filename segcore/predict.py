@@ -245,8 +245,8 @@ def codebook_raster(model: NumpyModel, path: str | Path, codebook: Codebook, sam
     window = None
     if len(samples.windows) == 1:
         window = (samples.reads[0], samples.images[0], samples.valids[0], probs[0])
-    return RasterFit(codebook.stats, codebook.prototypes, samples.windows, sum(int(c.sum()) for c in samples.cells),
-                     shares, window, merge)
+    return replace(fit, windows=samples.windows, sample_cells=sum(int(c.sum()) for c in samples.cells),
+                   prior=shares, window=window)
 
 
 def tiles(width: int, height: int, tile: int) -> list[tuple[int, int, int, int]]:
@@ -328,10 +328,7 @@ def predict_raster(
     names = list(class_names) if class_names else default_class_names(k)
     if len(names) != k:
         raise ConfigError(f"{len(names)} class names for k={k} classes; give exactly one name per class")
-    names, groups = class_groups(names)
-    if groups is not None and codebook is None:
-        raise ConfigError(f"class names repeat ({', '.join(class_names)}): only codebook ids can be merged by "
-                          "name; ids fitted per raster mean nothing from one raster to the next")
+    names, groups = class_groups(names, mergeable=codebook is not None)
     merge = None if groups is None else (groups, len(names))
     tile = _round4(max(tile, STRIDE))
     halo = _round4(max(halo, model.receptive_radius()))

@@ -87,9 +87,7 @@ def class_plan(model: NumpyModel, export_dir: str | Path, mode: str = "auto", k:
         chosen = list(names)
     if len(chosen) != k:
         raise ConfigError(f"{len(chosen)} class names for k={k} classes; give exactly one name per class")
-    if codebook is None and len(set(chosen)) != len(chosen):
-        raise ConfigError("class names repeat: only codebook ids can be merged by name (ids fitted per raster "
-                          "mean nothing from one raster to the next); predict with the codebook or name each id once")
+    class_groups(chosen, mergeable=codebook is not None)  # repeated names merge codebook ids only
     return ClassPlan("codebook" if codebook is not None else "raster", codebook, k, chosen)
 
 
