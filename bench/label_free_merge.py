@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -99,8 +100,8 @@ def agglomerate(n: int, k: int, similarity: Callable[[list[int], list[int]], flo
     """Greedy agglomeration of ``n`` singletons into ``k`` groups, joining the most similar pair each step."""
     groups = [[i] for i in range(n)]
     while len(groups) > k:
-        n = len(groups)
-        _, i, j = max((similarity(groups[i], groups[j]), i, j) for i in range(n) for j in range(i + 1, n))
+        m = len(groups)
+        _, i, j = max((similarity(groups[i], groups[j]), i, j) for i in range(m) for j in range(i + 1, m))
         groups[i] += groups.pop(j)
     return groups
 
@@ -198,7 +199,7 @@ def main() -> None:
                     else:
                         raise SystemExit(f"unknown criterion {name!r} (one of {', '.join(CRITERIA)})")
             for label, groups in plans.items():
-                pred = out / f"pred-s{seed}-{label.split(',')[0].split(' ')[0]}"
+                pred = out / f"pred-s{seed}-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}"
                 pred.mkdir(exist_ok=True)
                 names = None if groups is None else names_of(groups, kp)
                 r = score(args.data, pred, k, seed, model, cfg, [cfg.predict.region_m], codebook, raster_rows=False,
