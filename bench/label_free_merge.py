@@ -47,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_real import num_classes, run_name, score
 
-from segcore.codebook import CodebookRequest, load_codebook
+from segcore.codebook import CodebookRequest, adjacency_counts, adjacency_groups, load_codebook
 from segcore.codebook_sources import shard_windows
 from segcore.config import load_config
 from segcore.export import export_checkpoint
@@ -77,21 +77,16 @@ class EmbedCache:
 def window_counts(model, codebook, windows, distances: list[int]) -> dict[str, np.ndarray]:
     """Per prototype pair: hard co-occurrence at each distance (symmetric), soft confusion; cell shares."""
     kp = codebook.k
-    adj = {d: np.zeros((kp, kp)) for d in distances}
+    ids, valid = [], []
     confusion, mass = np.zeros((kp, kp)), np.zeros(kp)
-    for rgb, valid in windows:
+    for rgb, ok in windows:
         probs = model.probabilities(model.embed(rgb, codebook.stats), codebook.prototypes)
-        ids = probs.argmax(0)
-        ok = valid[::STRIDE, ::STRIDE][: ids.shape[0], : ids.shape[1]]
-        for d in distances:
-            for a, b, va, vb in ((ids[:, :-d], ids[:, d:], ok[:, :-d], ok[:, d:]),
-                                 (ids[:-d], ids[d:], ok[:-d], ok[d:])):
-                both = va & vb
-                np.add.at(adj[d], (a[both], b[both]), 1)
-        mass += np.bincount(ids[ok], minlength=kp)
-        cells = probs[:, ok]
+        ids.append(probs.argmax(0))
+        valid.append(ok[::STRIDE, ::STRIDE][: probs.shape[1], : probs.shape[2]])
+        mass += np.bincount(ids[-1][valid[-1]], minlength=kp)
+        cells = probs[:, valid[-1]]
         confusion += cells @ cells.T
-    out = {f"adjacency@{d}": adj[d] + adj[d].T for d in distances}
+    out = {f"adjacency@{d}": adjacency_counts(ids, valid, kp, d) for d in distances}
     out.update(confusion=confusion, mass=mass / max(mass.sum(), 1.0))
     return out
 
@@ -107,9 +102,9 @@ def agglomerate(n: int, k: int, similarity: Callable[[list[int], list[int]], flo
 
 
 def modularity(weights: np.ndarray, k: int) -> list[list[int]]:
-    a = weights / weights.sum()
-    deg = a.sum(1)
-    return agglomerate(len(a), k, lambda gi, gj: a[np.ix_(gi, gj)].sum() - deg[gi].sum() * deg[gj].sum())
+    """Greedy modularity of a symmetric weight graph, the product's grouping (:func:`adjacency_groups`)."""
+    group = adjacency_groups(weights, k)
+    return [np.flatnonzero(group == c).tolist() for c in range(k)]
 
 
 def cosine(protos: np.ndarray, k: int) -> list[list[int]]:
@@ -171,17 +166,22 @@ def main() -> None:
         if not checkpoint.is_file() or not (shards / "manifest.json").is_file():
             raise SystemExit(f"{run}: no trained model and shards; run bench/quality_real.py --seed {seed} first")
         cfg = None
-        for count in (k, kp):
-            export = export_checkpoint(checkpoint, out / f"s{seed}-k{count}",
-                                       codebook=CodebookRequest(k=count, seed=seed, source=str(shards)))
+        exports = [("ref", CodebookRequest(k=k, seed=seed, source=str(shards))),
+                   ("large", CodebookRequest(k=kp, seed=seed, source=str(shards)))]
+        if "adjacency" in criteria:  # the product's own merge (export --codebook-merge-from): adjacency, 1 cell
+            exports.append(("product", CodebookRequest(k=k, seed=seed, source=str(shards), merge_from=kp)))
+        for kind, request in exports:
+            export = export_checkpoint(checkpoint, out / f"s{seed}-{kind}", codebook=request)
             model = EmbedCache(load_export(export))
             codebook = load_codebook(export, model.meta)
             if cfg is None:
                 cfg = load_config(flags={"data.source_gsd": args.source_gsd}, overrides=args.overrides,
                                   base=export_config(model.meta))
             key = run_name("codebook", cfg.predict.region_m, cfg.predict.prior_rounds)
-            if count == k:
+            if kind == "ref":
                 plans = {f"{k} prototypes (reference)": None}
+            elif kind == "product":
+                plans = {f"segcore export --codebook-k {k} --codebook-merge-from {kp}": model.meta["codebook"]["merge"]}
             else:
                 windows, _ = shard_windows(shards, "train", args.windows, 256, seed)
                 counts = window_counts(model, codebook, windows, distances)
@@ -201,10 +201,11 @@ def main() -> None:
             for label, groups in plans.items():
                 pred = out / f"pred-s{seed}-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}"
                 pred.mkdir(exist_ok=True)
-                names = None if groups is None else names_of(groups, kp)
+                names = None if groups is None else (
+                    model.meta["class_names"] if kind == "product" else names_of(groups, kp))
                 r = score(args.data, pred, k, seed, model, cfg, [cfg.predict.region_m], codebook, raster_rows=False,
                           baselines=False, priors=(cfg.predict.prior_rounds,), class_names=names)[key]
-                rec = {"data": args.data.name, "seed": seed, "prototypes": count, "plan": label,
+                rec = {"data": args.data.name, "seed": seed, "prototypes": codebook.k, "plan": label,
                        "groups": groups, "overrides": args.overrides, **r}
                 with (out / "scores.jsonl").open("a") as f:
                     f.write(json.dumps(rec, default=int) + "\n")

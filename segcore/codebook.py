@@ -61,6 +61,10 @@ class CodebookRequest:
         source: ``"auto"`` (shards, else the config's rasters, else synthetic scenes), ``"shards"``,
             ``"synthetic"``, or rasters (a file, a directory, a glob, or a manifest CSV).
         class_names: names of classes ``1..k`` (default ``class 1`` .. ``class k``).
+        merge_from: fit this many prototypes (more than ``k``) and group them into ``k`` classes
+            by how often they sit side by side in the sample windows (:func:`adjacency_groups`;
+            label-free); the export then names every prototype after its group, so predict
+            merges them (ids named alike are one class). 0: off, ``k`` prototypes.
     """
 
     k: int = 0
@@ -72,6 +76,7 @@ class CodebookRequest:
     iters: int = 50
     source: str = "auto"
     class_names: tuple[str, ...] = field(default_factory=tuple)
+    merge_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,49 @@ def fit_codebook(model: NumpyModel, windows: list[tuple[np.ndarray, np.ndarray]]
     log.info("codebook: k=%d from %d windows (%d of %d cells), mean cosine %.3f",
              req.k, len(windows), len(sample), total, record["mean_cosine"])
     return Codebook(protos, stats, record)
+
+
+def adjacency_counts(ids: list[np.ndarray], valid: list[np.ndarray], k: int, distance: int = 1) -> np.ndarray:
+    """``(k, k)`` symmetric counts of cell pairs ``distance`` cells apart (right and below; 1: 4-neighbours)
+    whose ids are ``(i, j)``, over maps ``ids`` of ids ``0..k-1`` with their ``valid`` masks (pairs with
+    an invalid cell are skipped)."""
+    counts, d = np.zeros((k, k)), distance
+    for lab, ok in zip(ids, valid, strict=True):
+        for a, b, va, vb in ((lab[:, :-d], lab[:, d:], ok[:, :-d], ok[:, d:]),
+                             (lab[:-d], lab[d:], ok[:-d], ok[d:])):
+            both = va & vb
+            np.add.at(counts, (a[both], b[both]), 1)
+    return counts + counts.T
+
+
+def adjacency_groups(counts: np.ndarray, n: int) -> np.ndarray:
+    """Group ``k`` prototypes into ``n`` classes: ``(k,)`` class of each prototype, ``0..n-1``, largest first.
+
+    Greedy modularity on the adjacency ``counts`` (:func:`adjacency_counts`): starting from one
+    group per prototype, the pair of groups whose cells neighbour each other most beyond what their
+    sizes predict (``A_ij - d_i d_j`` with ``A`` the counts over their total and ``d`` its row sums)
+    joins, until ``n`` groups are left. On land-cover imagery at a working grid of metres, cells of
+    different prototypes that touch are mostly one land cover (a field's rows and margins), so this
+    merges the several prototypes a varied class takes; where cells are smaller than the objects
+    (drone chips read at decimetres) touching prototypes are mostly object boundaries and this
+    merge loses (docs/benchmarks.md, "Naming prototypes without a person").
+    """
+    k = counts.shape[0]
+    if not 1 <= n <= k:
+        raise ValueError(f"cannot group {k} prototypes into {n} classes")
+    a = counts / max(float(counts.sum()), 1.0)
+    deg = a.sum(1)
+    groups = [[i] for i in range(k)]
+    while len(groups) > n:
+        m = len(groups)
+        _, i, j = max((a[np.ix_(groups[i], groups[j])].sum() - deg[groups[i]].sum() * deg[groups[j]].sum(), i, j)
+                      for i in range(m) for j in range(i + 1, m))
+        groups[i] += groups.pop(j)
+    groups.sort(key=lambda g: (-deg[g].sum(), min(g)))
+    out = np.zeros(k, np.int64)
+    for c, members in enumerate(groups):
+        out[members] = c
+    return out
 
 
 def load_codebook(export_dir: str | Path, meta: dict[str, Any]) -> Codebook | None:

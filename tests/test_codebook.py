@@ -12,6 +12,8 @@ from affine import Affine
 
 from segcore.codebook import (
     CodebookRequest,
+    adjacency_counts,
+    adjacency_groups,
     class_groups,
     fit_prototypes,
     kmeanspp,
@@ -23,7 +25,7 @@ from segcore.codebook import (
 from segcore.codebook_sources import raster_windows, sample_windows
 from segcore.config import Config
 from segcore.data.synthetic import generate_scene
-from segcore.errors import ArtifactError
+from segcore.errors import ArtifactError, ConfigError
 from segcore.export import export_model
 from segcore.models import build_segmenter
 from segcore.runtime import load_export, read_meta
@@ -161,6 +163,69 @@ def test_class_groups_merge_ids_named_alike():
     assert groups.tolist() == [0, 1, 0, 2, 1]
 
 
+def test_adjacency_counts_and_groups_join_prototypes_that_sit_side_by_side():
+    # Left half: a field of alternating rows of ids 0 and 1; right half: a town mixing 2 and 3 in a
+    # checkerboard; one row of id 4 (a road) along the bottom. Ids 0 and 1 never touch 2 or 3 except
+    # along the seam, so three classes are the field, the town and the road.
+    ids = np.zeros((12, 12), np.int64)
+    ids[0:11:2, :6], ids[1:11:2, :6] = 0, 1
+    yy, xx = np.mgrid[:11, 6:12]
+    ids[:11, 6:] = 2 + (yy + xx) % 2
+    ids[11] = 4
+    valid = np.ones_like(ids, bool)
+    counts = adjacency_counts([ids], [valid], 5)
+    assert np.array_equal(counts, counts.T)
+    assert counts.sum() == 2 * (12 * 11 * 2)  # every right and below pair, counted both ways
+    assert counts[0, 1] == counts[1, 0] == 10 * 6  # 10 row boundaries, 6 cells wide
+    assert counts[0, 2] + counts[1, 3] + counts[0, 3] + counts[1, 2] == 11  # the seam, 11 rows high
+    group = adjacency_groups(counts, 3)
+    assert group[0] == group[1]
+    assert group[2] == group[3]
+    assert len({group[0], group[2], group[4]}) == 3
+    assert group[4] == 2  # the smallest class (fewest neighbour pairs) comes last
+    assert sorted(adjacency_groups(counts, 5).tolist()) == [0, 1, 2, 3, 4]
+    # Invalid cells count no pairs.
+    hole = valid.copy()
+    hole[:, :6] = False
+    assert adjacency_counts([ids], [hole], 5)[0, 1] == 0
+    with pytest.raises(ValueError, match="cannot group"):
+        adjacency_groups(counts, 6)
+
+
+def test_codebook_merged_from_more_prototypes(tmp_path):
+    names = ("field", "water", "town")
+    out = _export(tmp_path / "m", req=CodebookRequest(k=3, windows=8, merge_from=8, class_names=names))
+    meta = read_meta(out)
+    record = meta["codebook"]
+    assert record["k"] == 8
+    assert record["merge"]["criterion"] == "adjacency"
+    assert record["merge"]["classes"] == 3
+    assert len(record["merge"]["groups"]) == 8
+    # Every prototype is named after its class, so predict merges them (ids named alike are one class).
+    assert meta["class_names"] == [names[g] for g in record["merge"]["groups"]]
+    assert sorted(set(meta["class_names"])) == sorted(names)
+    assert load_codebook(out, meta).k == 8
+    # segcore predict on that export writes the three classes, with their names, and no fourth id.
+    from segcore.cli.main import main as cli_main
+
+    src = tmp_path / "scene.tif"
+    image = generate_scene((160, 160), 5).image
+    with rasterio.open(src, "w", driver="GTiff", width=160, height=160, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=Affine(0.5, 0, 500000, 0, -0.5, 5000000)) as ds:
+        ds.write(image.transpose(2, 0, 1))
+    assert cli_main(["predict", str(src), str(tmp_path / "pred.tif"), "data.gsd=0", "--export", str(out),
+                     "--no-progress"]) == 0
+    with rasterio.open(tmp_path / "pred.tif") as ds:
+        labels = ds.read(1)
+        assert json.loads(ds.tags(1)["class_names"]) == list(dict.fromkeys(meta["class_names"]))
+    assert labels.min() >= 1
+    assert labels.max() <= 3
+    again = read_meta(_export(tmp_path / "m2", req=CodebookRequest(k=3, windows=8, merge_from=8, class_names=names)))
+    assert again["codebook"]["merge"] == record["merge"]  # the same seed groups alike
+    with pytest.raises(ConfigError, match="must exceed k=3"):
+        _export(tmp_path / "bad", req=CodebookRequest(k=3, windows=4, merge_from=3))
+
+
 def test_k_follows_the_class_names_and_the_config_key(tmp_path):
     names = ("water", "forest", "field")
     out = _export(tmp_path / "a", req=CodebookRequest(windows=4, class_names=names))
@@ -190,3 +255,7 @@ def test_cli_export_with_class_names_and_without_codebook(tmp_path, capsys):
     assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "e3"), "--codebook-k", "3",
                      "--class-names", str(tmp_path / "names.txt")]) == 2  # 4 names for 3 classes
     assert "exactly one name per class" in capsys.readouterr().err
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "e4"), "--codebook-k", "3",
+                     "--codebook-merge-from", "9"]) == 0
+    assert "codebook k=9 in 3 classes (class 1, class 2, class 3)" in capsys.readouterr().out
+    assert len(read_meta(tmp_path / "e4")["class_names"]) == 9

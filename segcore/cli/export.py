@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "else synthetic scenes), shards, synthetic, or rasters (file, directory, glob, CSV)")
     parser.add_argument("--codebook-seed", type=seed_arg, default=0, metavar="N",
                         help="seed of the codebook fit, 0..2**32-1")
+    parser.add_argument("--codebook-merge-from", type=_codebook_k, default=0, metavar="N",
+                        help="fit N prototypes (more than K) and group them into the K classes by how often they sit "
+                             "side by side (label-free; helps land-cover imagery at metres per pixel, not object-level "
+                             "drone imagery: docs/qgis.md); --class-names then names the K classes")
     parser.add_argument("--no-codebook", action="store_true", help="no codebook: predictions fit per raster only")
     parser.add_argument("--class-names", metavar="FILE",
                         help="names of the codebook classes: one per line, a JSON list, or a CSV with a name column; "
@@ -65,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     out = export_checkpoint(args.checkpoint, args.out, run_id=args.run_id, eval_metrics=metrics,
                             codebook=codebook, onnx=args.onnx)
     meta = json.loads((Path(out) / "meta.json").read_text())
-    extras = [f"codebook k={meta['codebook']['k']} ({', '.join(meta['class_names'])})"] if codebook else []
+    extras = []
+    if codebook:
+        legend = list(dict.fromkeys(meta["class_names"]))  # ids named alike are one class
+        grouped = f" in {len(legend)} classes" if len(legend) < meta["codebook"]["k"] else ""
+        extras.append(f"codebook k={meta['codebook']['k']}{grouped} ({', '.join(legend)})")
     extras += ["model.onnx"] if args.onnx else []
     print(f"exported {args.checkpoint} to {out}" + (f": {'; '.join(extras)}" if extras else ""))
     return 0
@@ -77,4 +85,4 @@ def codebook_request(args: argparse.Namespace):
 
     names = tuple(read_class_names(args.class_names)) if args.class_names else ()
     return CodebookRequest(k=args.codebook_k or 0, seed=args.codebook_seed, source=args.codebook_data,
-                           class_names=names)
+                           class_names=names, merge_from=args.codebook_merge_from)
