@@ -144,7 +144,8 @@ def export_codebook(meta: dict, arrays: dict[str, np.ndarray], cfg: Config, req:
     req = replace(req, k=req.k or len(names) or DEFAULT_K)
     classes = resolve_class_names(names, req.k)
     if req.merge_from and req.merge_from <= req.k:
-        raise ConfigError(f"codebook merge_from={req.merge_from} must exceed k={req.k} (or be 0: off)")
+        raise ConfigError(f"codebook merge_from={req.merge_from} (--codebook-merge-from) must exceed k={req.k}, "
+                          "the classes its prototypes are grouped into (0: off)")
     model = NumpyModel(meta, arrays)
     windows, source = sample_windows(cfg, req)
     codebook = fit_codebook(model, windows, replace(req, k=req.merge_from or req.k), source)

@@ -60,8 +60,10 @@ def class_plan(model: NumpyModel, export_dir: str | Path, mode: str = "auto", k:
     ``mode``: ``auto`` (the codebook when the export has one, else per raster), ``codebook`` or
     ``raster``. Names: ``names_file`` (see :func:`~segcore.codebook.read_class_names`), else
     ``names`` (config ``predict.class_names``), else the export's names (codebook mode), else
-    ``class 1..k``. Raises :class:`ConfigError` for an unknown mode, a codebook-mode request on an
-    export without a codebook, a ``k`` the codebook does not have, or a wrong number of names.
+    ``class 1..k``. A codebook grouped at export (``segcore export --codebook-merge-from``) also
+    takes one name per class and names its prototypes after them. Raises :class:`ConfigError` for
+    an unknown mode, a codebook-mode request on an export without a codebook, a ``k`` the codebook
+    does not have, or a wrong number of names.
     """
     if mode not in MODES:
         raise ConfigError(f"classes mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -85,6 +87,9 @@ def class_plan(model: NumpyModel, export_dir: str | Path, mode: str = "auto", k:
         chosen = read_class_names(names_file)
     elif names:
         chosen = list(names)
+    merge = codebook.record.get("merge") if codebook is not None else None
+    if (names_file or names) and merge and len(chosen) == merge["classes"] != k:
+        chosen = [chosen[g] for g in merge["groups"]]  # names of the grouped classes, not of the prototypes
     if len(chosen) != k:
         raise ConfigError(f"{len(chosen)} class names for k={k} classes; give exactly one name per class")
     class_groups(chosen, mergeable=codebook is not None)  # repeated names merge codebook ids only

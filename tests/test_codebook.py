@@ -220,6 +220,15 @@ def test_codebook_merged_from_more_prototypes(tmp_path):
         assert json.loads(ds.tags(1)["class_names"]) == list(dict.fromkeys(meta["class_names"]))
     assert labels.min() >= 1
     assert labels.max() <= 3
+    # At predict time the three classes can be renamed with three names (or the eight prototypes with eight).
+    from segcore.products import class_plan
+
+    plan = class_plan(load_export(out), out, names=["a", "b", "c"])
+    assert plan.names == [["a", "b", "c"][g] for g in record["merge"]["groups"]]
+    assert sorted(plan.legend) == ["a", "b", "c"]
+    assert class_plan(load_export(out), out, names=[f"p{i}" for i in range(8)]).legend == [f"p{i}" for i in range(8)]
+    with pytest.raises(ConfigError, match="4 class names for k=8"):
+        class_plan(load_export(out), out, names=["a", "b", "c", "d"])
     again = read_meta(_export(tmp_path / "m2", req=CodebookRequest(k=3, windows=8, merge_from=8, class_names=names)))
     assert again["codebook"]["merge"] == record["merge"]  # the same seed groups alike
     with pytest.raises(ConfigError, match="must exceed k=3"):
