@@ -233,6 +233,7 @@ def test_codebook_merged_from_more_prototypes(tmp_path):
     assert again["codebook"]["merge"] == record["merge"]  # the same seed groups alike
     with pytest.raises(ConfigError, match="must exceed k=3"):
         _export(tmp_path / "bad", req=CodebookRequest(k=3, windows=4, merge_from=3))
+    assert not (tmp_path / "bad").exists()  # checked before anything is written
 
 
 def test_k_follows_the_class_names_and_the_config_key(tmp_path):
