@@ -39,7 +39,6 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_real import num_classes, run_name, score
 
-from segcore.codebook import CodebookRequest, adjacency_counts, adjacency_groups, load_codebook
+from segcore.codebook import CodebookRequest, adjacency_counts, adjacency_groups, agglomerate, load_codebook
 from segcore.codebook_sources import shard_windows
 from segcore.config import load_config
 from segcore.export import export_checkpoint
@@ -89,16 +88,6 @@ def window_counts(model, codebook, windows, distances: list[int]) -> dict[str, n
     out = {f"adjacency@{d}": adjacency_counts(ids, valid, kp, d) for d in distances}
     out.update(confusion=confusion, mass=mass / max(mass.sum(), 1.0))
     return out
-
-
-def agglomerate(n: int, k: int, similarity: Callable[[list[int], list[int]], float]) -> list[list[int]]:
-    """Greedy agglomeration of ``n`` singletons into ``k`` groups, joining the most similar pair each step."""
-    groups = [[i] for i in range(n)]
-    while len(groups) > k:
-        m = len(groups)
-        _, i, j = max((similarity(groups[i], groups[j]), i, j) for i in range(m) for j in range(i + 1, m))
-        groups[i] += groups.pop(j)
-    return groups
 
 
 def modularity(weights: np.ndarray, k: int) -> list[list[int]]:

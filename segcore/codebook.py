@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,28 +232,37 @@ def fit_codebook(model: NumpyModel, windows: list[tuple[np.ndarray, np.ndarray]]
     """Fit a codebook on sample ``windows`` (``(rgb uint8 (H, W, 3), valid bool (H, W))`` each).
 
     Norm statistics are measured jointly over all windows; the valid embedding cells of all windows
-    (at most ``req.samples``, drawn with ``req.seed``) fit ``req.k`` prototypes.
+    (at most ``req.samples``, drawn with ``req.seed``) fit ``req.k`` prototypes, or ``req.merge_from``
+    prototypes grouped into ``req.k`` classes by their adjacency in the same windows
+    (:func:`adjacency_groups`, recorded under ``record["merge"]``).
     """
-    if not 1 <= req.k <= 255:
-        raise ValueError(f"codebook k={req.k} must be within 1..255 (one uint8 label per class)")
+    count = req.merge_from or req.k
+    if not 1 <= count <= 255:
+        raise ValueError(f"codebook k={count} must be within 1..255 (one uint8 label per class)")
     if not windows:
         raise ValueError("no sample windows to fit a codebook on")
     embeds, stats = model.embed_joint([rgb for rgb, _ in windows])
-    cells = []
-    for z, (_, valid) in zip(embeds, windows, strict=True):
-        v = valid[::STRIDE, ::STRIDE][: z.shape[1], : z.shape[2]].reshape(-1)
-        cells.append(z.reshape(z.shape[0], -1).T[v])
+    masks = [valid[::STRIDE, ::STRIDE][: z.shape[1], : z.shape[2]]
+             for z, (_, valid) in zip(embeds, windows, strict=True)]  # valid embedding cells
+    cells = [z.reshape(z.shape[0], -1).T[v.reshape(-1)] for z, v in zip(embeds, masks, strict=True)]
     sample = np.concatenate(cells).astype(np.float32)
     total = len(sample)
     rng = np.random.default_rng(req.seed)
     if total > req.samples:
         sample = sample[np.sort(rng.choice(total, req.samples, replace=False))]
-    protos, record = fit_prototypes(sample, req.k, req.seed, req.restarts, req.iters)
-    record.update({"k": req.k, "windows": len(windows), "window_side": req.side, "valid_cells": int(total),
+    protos, record = fit_prototypes(sample, count, req.seed, req.restarts, req.iters)
+    record.update({"k": count, "windows": len(windows), "window_side": req.side, "valid_cells": int(total),
                    "samples": len(sample), "source": source, "file": FILE,
                    "norm_layers": len(stats)})
     log.info("codebook: k=%d from %d windows (%d of %d cells), mean cosine %.3f",
-             req.k, len(windows), len(sample), total, record["mean_cosine"])
+             count, len(windows), len(sample), total, record["mean_cosine"])
+    if req.merge_from:
+        # The joint embeddings are those of the frozen statistics: the ids predict will give.
+        ids = [model.probabilities(z, protos).argmax(0) for z in embeds]
+        group = adjacency_groups(adjacency_counts(ids, masks, count), req.k)
+        record["merge"] = {"criterion": "adjacency", "classes": req.k, "groups": [int(g) for g in group]}
+        log.info("codebook: %d prototypes grouped into %d classes by adjacency: %s", count, req.k,
+                 [int((group == c).sum()) for c in range(req.k)])
     return Codebook(protos, stats, record)
 
 
@@ -267,6 +277,16 @@ def adjacency_counts(ids: list[np.ndarray], valid: list[np.ndarray], k: int, dis
             both = va & vb
             np.add.at(counts, (a[both], b[both]), 1)
     return counts + counts.T
+
+
+def agglomerate(n: int, k: int, similarity: Callable[[list[int], list[int]], float]) -> list[list[int]]:
+    """Greedy agglomeration of ``n`` singletons into ``k`` groups: the most ``similarity`` pair joins, each step."""
+    groups = [[i] for i in range(n)]
+    while len(groups) > k:
+        m = len(groups)
+        _, i, j = max((similarity(groups[i], groups[j]), i, j) for i in range(m) for j in range(i + 1, m))
+        groups[i] += groups.pop(j)
+    return groups
 
 
 def adjacency_groups(counts: np.ndarray, n: int) -> np.ndarray:
@@ -286,12 +306,7 @@ def adjacency_groups(counts: np.ndarray, n: int) -> np.ndarray:
         raise ValueError(f"cannot group {k} prototypes into {n} classes")
     a = counts / max(float(counts.sum()), 1.0)
     deg = a.sum(1)
-    groups = [[i] for i in range(k)]
-    while len(groups) > n:
-        m = len(groups)
-        _, i, j = max((a[np.ix_(groups[i], groups[j])].sum() - deg[groups[i]].sum() * deg[groups[j]].sum(), i, j)
-                      for i in range(m) for j in range(i + 1, m))
-        groups[i] += groups.pop(j)
+    groups = agglomerate(k, n, lambda gi, gj: a[np.ix_(gi, gj)].sum() - deg[gi].sum() * deg[gj].sum())
     groups.sort(key=lambda g: (-deg[g].sum(), min(g)))
     out = np.zeros(k, np.int64)
     for c, members in enumerate(groups):

@@ -20,15 +20,13 @@ from segcore.codebook import (
     DEFAULT_K,
     Codebook,
     CodebookRequest,
-    adjacency_counts,
-    adjacency_groups,
     fit_codebook,
     resolve_class_names,
     window_origins,
 )
 from segcore.config import Config, DataConfig
 from segcore.errors import ArtifactError, ConfigError, SegcoreError
-from segcore.runtime import STRIDE, NumpyModel
+from segcore.runtime import NumpyModel
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +146,9 @@ def export_codebook(meta: dict, arrays: dict[str, np.ndarray], cfg: Config, req:
                           "the classes its prototypes are grouped into (0: off)")
     model = NumpyModel(meta, arrays)
     windows, source = sample_windows(cfg, req)
-    codebook = fit_codebook(model, windows, replace(req, k=req.merge_from or req.k), source)
-    if req.merge_from:
-        ids, valid = [], []
-        for rgb, ok in windows:
-            probs = model.probabilities(model.embed(rgb, codebook.stats), codebook.prototypes)
-            ids.append(probs.argmax(0))
-            valid.append(ok[::STRIDE, ::STRIDE][: probs.shape[1], : probs.shape[2]])
-        group = adjacency_groups(adjacency_counts(ids, valid, codebook.k), req.k)
-        codebook.record["merge"] = {"criterion": "adjacency", "classes": req.k,
-                                    "groups": [int(g) for g in group]}
-        classes = [classes[g] for g in group]  # every prototype named after its class: predict merges them
-        log.info("codebook: %d prototypes grouped into %d classes by adjacency: %s", codebook.k, req.k,
-                 [int((group == c).sum()) for c in range(req.k)])
+    codebook = fit_codebook(model, windows, req, source)
+    if "merge" in codebook.record:  # every prototype named after its class: predict merges them
+        classes = [classes[g] for g in codebook.record["merge"]["groups"]]
     meta["codebook"] = codebook.record
     meta["class_names"] = classes
     return codebook.arrays(), codebook
