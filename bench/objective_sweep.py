@@ -22,6 +22,9 @@ rerun skips what is there) and the table of means per variant is printed.
     python bench/objective_sweep.py score ../shared/data/deepglobe-sample --source-gsd 0.5 \
         --shards bench/out/quality_real/deepglobe-sample-s0/processed --out bench/out/sweep --codebook-seeds 0,1,2
 
+Scoring uses the predict settings each checkpoint was trained with; ``section.key=value`` arguments
+after ``score`` override them (e.g. the current vote defaults for checkpoints older than them).
+
 A variant is ``NAME=OVERRIDE[+OVERRIDE...]`` (``base=`` for the defaults); an argument without
 ``NAME=`` in front of a dotted key applies to every variant.
 """
@@ -113,7 +116,8 @@ def score_all(args: argparse.Namespace) -> None:
             request = CodebookRequest(k=args.k, seed=cs, source=shards)
             export = export_checkpoint(ckpt, work / "export", codebook=request)
             model = load_export(export)
-            cfg = load_config(flags={"data.source_gsd": args.source_gsd}, base=export_config(model.meta))
+            cfg = load_config(flags={"data.source_gsd": args.source_gsd}, overrides=args.overrides,
+                              base=export_config(model.meta))
             (work / "pred").mkdir(parents=True, exist_ok=True)
             name = quality_real.run_name("codebook", cfg.predict.region_m, cfg.predict.prior_rounds)
             r = quality_real.score(args.data, work / "pred", args.k, int(seed), model, cfg, [cfg.predict.region_m],
@@ -154,14 +158,18 @@ def main() -> None:
     t.add_argument("--seeds", default="0,1,2")
     t.add_argument("--parallel", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     t.add_argument("variants", nargs="+", help="NAME=OVERRIDE[+OVERRIDE...] per variant; section.key=value for all")
-    s = sub.add_parser("score", help="score every checkpoint in --out on several codebook draws")
+    s = sub.add_parser("score", help="score every checkpoint in --out on several codebook draws "
+                       "(section.key=value arguments override each export's config)")
     s.add_argument("data", type=Path, help="folder with manifest.csv and classes.csv")
     s.add_argument("--source-gsd", type=float, required=True)
     s.add_argument("--shards", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--codebook-seeds", default="0,1,2")
     s.add_argument("--k", type=int, default=6)
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # score: section.key=value anywhere after the command
+    if extra and (args.command != "score" or any(x.startswith("-") or "=" not in x for x in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     if args.command == "train":
         train_all(args)
     else:

@@ -102,6 +102,10 @@ class DistillConfig:
     cluster_iters: int = _f(3, "soft k-means refinement iterations")
     ema_decay: float = _f(0.9, "EMA decay of the loss-magnitude normalisers")
     contrast_tau: float = _f(0.25, "temperature of the superpixel InfoNCE")
+    contrast_neighbours: int = _f(
+        0, "superpixel InfoNCE: nearest superpixels of the batch's other images sharing half of each target "
+        "(0: own view only)"
+    )
     descriptor_bandwidth: float = _f(1.0, "descriptor affinity target: exp(-mean sq. difference / this); 0: cosine")
     affinity_pairs: int = _f(1024, "sampled pixel pairs per image for affinity distillation")
     slic_margin: float = _f(0.5, "cosine similarity above which neighbouring superpixels are pushed apart")

@@ -102,6 +102,7 @@ class CompositeLoss(nn.Module):
         self.blur_sigma = blur_sigma
         self.affinity_pairs = distill.affinity_pairs
         self.contrast_tau = distill.contrast_tau
+        self.contrast_neighbours = distill.contrast_neighbours
         self.descriptor_bandwidth = distill.descriptor_bandwidth
         self.slic_args = (distill.slic_margin, distill.slic_colour_scale, distill.slic_texture_scale)
         self.register_buffer("ema", torch.zeros(len(TERMS)))
@@ -154,7 +155,8 @@ class CompositeLoss(nn.Module):
                                                     self.descriptor_bandwidth)
         if self.on("contrast"):
             raw["contrast"] = superpixel_infonce(out_a["embed"], out_b["embed"], slic, batch_a["geom"],
-                                                 batch_b["geom"], self.contrast_tau)
+                                                 batch_b["geom"], self.contrast_tau,
+                                                 self.contrast_neighbours)
         if self.on("tv"):
             raw["tv"] = self._per_view(lambda o, b, m: edge_aware_tv(o["embed"], b["image"], self.edge_sigma, m), views)
         return raw

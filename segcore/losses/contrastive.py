@@ -11,6 +11,12 @@ illumination gain), so the embedding learns to describe a region by what survive
 (texture, structure, hue) rather than by its exact brightness. Superpixels (SLIC) make the units
 coherent regions, so the cost is a few hundred pooled vectors per batch, not one per pixel.
 
+With ``neighbours = n > 0`` the target of each superpixel is no longer its own other view alone:
+half of it goes to the ``n`` superpixels of the batch's *other* images nearest to it in the current
+embedding (cosine of the two views' mean, no gradient), so regions that already look alike across
+images are pulled together instead of being pushed apart as negatives (nearest-neighbour positives,
+as in NNCLR / mean-shift self-supervision).
+
 :mod:`segcore.losses.descriptor_affinity` pools the same way (:func:`pool_superpixels`) to distil
 descriptor similarities between superpixels.
 """
@@ -22,9 +28,11 @@ import torch.nn.functional as F
 
 from segcore.augment import invert_geom
 
+MAX_SEGMENTS = 4096  # superpixel ids per image in the pooled keys
+
 
 def pool_superpixels(
-    embed: torch.Tensor, slic: torch.Tensor, max_segments: int = 4096
+    embed: torch.Tensor, slic: torch.Tensor, max_segments: int = MAX_SEGMENTS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean embedding of every (image, superpixel) pair present.
 
@@ -53,6 +61,7 @@ def superpixel_infonce(
     geom_a: torch.Tensor,
     geom_b: torch.Tensor,
     tau: float = 0.25,
+    neighbours: int = 0,
 ) -> torch.Tensor:
     """Symmetric InfoNCE between the two views' superpixel embeddings (see module docstring).
 
@@ -61,6 +70,7 @@ def superpixel_infonce(
         slic_a: ``(B, h, w)`` view A's superpixel ids at stride 4 (0 = invalid).
         geom_a, geom_b: ``(B, 3)`` geometry records of the views.
         tau: softmax temperature (``distill.contrast_tau``).
+        neighbours: positives taken from the other images (``distill.contrast_neighbours``; 0: none).
     """
     canon_a = invert_geom(embed_a, geom_a)  # (B, E, h, w) canonical frame
     canon_b = invert_geom(embed_b, geom_b)
@@ -72,4 +82,22 @@ def superpixel_infonce(
     za, zb = F.normalize(pa.float(), dim=1), F.normalize(pb.float(), dim=1)
     logits = za @ zb.T / tau  # (N, N)
     target = torch.arange(len(keys), device=logits.device)
+    if neighbours > 0:
+        target = neighbour_targets(za, zb, keys, neighbours)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+@torch.no_grad()
+def neighbour_targets(za: torch.Tensor, zb: torch.Tensor, keys: torch.Tensor, n: int) -> torch.Tensor:
+    """``(N, N)`` target rows: 0.5 on the superpixel itself, 0.5 / n on each of its ``n`` nearest
+    superpixels of other images (fewer when the other images hold fewer; then the self share grows)."""
+    z = F.normalize(za + zb, dim=1)
+    image = keys // MAX_SEGMENTS
+    sim = (z @ z.T).masked_fill(image[:, None] == image[None, :], float("-inf"))
+    n = min(n, len(keys) - int(torch.bincount(image).max()))
+    target = torch.eye(len(keys), dtype=z.dtype, device=z.device)
+    if n <= 0:
+        return target
+    idx = sim.topk(n, dim=1).indices
+    target.scatter_(1, idx, 0.5 / n)
+    return target + torch.diag_embed(torch.full((len(keys),), -0.5, dtype=z.dtype, device=z.device))

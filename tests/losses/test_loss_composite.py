@@ -131,6 +131,7 @@ def test_function_defaults_agree_with_the_config_defaults():
 
     d = DistillConfig()
     assert default(superpixel_infonce, "tau") == d.contrast_tau
+    assert default(superpixel_infonce, "neighbours") == d.contrast_neighbours
     assert default(descriptor_affinity, "bandwidth") == d.descriptor_bandwidth
     assert default(edge_strength, "colour_scale") == d.slic_colour_scale
     assert default(edge_strength, "texture_scale") == d.slic_texture_scale
@@ -143,5 +144,6 @@ def test_composite_is_built_from_the_loss_sections():
     assert loss.weights["recon"] == 0.0  # no reconstruction weight given
     assert loss.weights["feature"] == 0.0  # no teacher
     assert loss.contrast_tau == cfg.distill.contrast_tau
+    assert loss.contrast_neighbours == cfg.distill.contrast_neighbours
     built = build_loss(cfg)
     assert built.weights["recon"] == cfg.autoencoder.lambda_recon

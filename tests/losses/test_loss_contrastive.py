@@ -63,3 +63,38 @@ def test_infonce_gradient_pulls_positives_together():
     # Moving B's left region towards e1 (its positive) lowers the loss: the gradient points away.
     assert float(b.grad[0, 0, 0, 0]) < 0
     assert float(b.grad[0, 1, 0, 0]) > 0
+
+
+def test_neighbour_targets_share_half_with_nearest_of_other_images():
+    from segcore.losses.contrastive import MAX_SEGMENTS, neighbour_targets
+
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9], [0.95, 0.05]])
+    keys = torch.tensor([1, 2, MAX_SEGMENTS + 1, MAX_SEGMENTS + 2, 2 * MAX_SEGMENTS + 1])  # images 0, 0, 1, 1, 2
+    target = neighbour_targets(z, z, keys, 1)
+    torch.testing.assert_close(target.sum(1), torch.ones(5))
+    torch.testing.assert_close(target.diagonal(), torch.full((5,), 0.5))
+    # Row 0 (image 0, "red") never takes its own image's superpixel 1, however near; its nearest
+    # elsewhere is image 2's red (0.95), not image 1's (0.9).
+    assert target[0].nonzero().flatten().tolist() == [0, 4]
+    assert target[1].nonzero().flatten().tolist() == [1, 3]
+    assert target[4].nonzero().flatten().tolist() == [0, 4]
+    # One image only: nothing to share, the plain InfoNCE targets.
+    torch.testing.assert_close(neighbour_targets(z[:2], z[:2], keys[:2], 3), torch.eye(2))
+
+
+def test_infonce_neighbours_pull_look_alikes_of_other_images_together():
+    # Two images, each a red-ish and a green-ish region; image 1's regions are near image 0's.
+    a = torch.cat([two_region_embed([1.0, 0.0], [0.0, 1.0]), two_region_embed([0.8, 0.6], [0.6, 0.8])])
+    slic = SLIC.expand(2, -1, -1)
+    geom = IDENTITY.expand(2, -1)
+    grads = []
+    for n in (0, 1):
+        b = a.clone().requires_grad_(True)
+        superpixel_infonce(a, b, slic, geom, geom, 0.2, neighbours=n).backward()
+        grads.append(b.grad[1, :, 0, 0])  # image 1's red region in view B
+    # Plain InfoNCE holds it near its own other view (image 0's red is only a negative: the descent
+    # step barely moves it towards e1); with one neighbour half its target is image 0's red, and the
+    # descent step pulls it towards e1 many times harder.
+    pull_plain, pull_neighbour = float(-grads[0][0]), float(-grads[1][0])
+    assert pull_neighbour > 0
+    assert pull_neighbour > 5 * abs(pull_plain)
