@@ -89,15 +89,13 @@ def superpixel_infonce(
 
 @torch.no_grad()
 def neighbour_targets(za: torch.Tensor, zb: torch.Tensor, keys: torch.Tensor, n: int) -> torch.Tensor:
-    """``(N, N)`` target rows: 0.5 on the superpixel itself, 0.5 / n on each of its ``n`` nearest
-    superpixels of other images (fewer when the other images hold fewer; then the self share grows)."""
+    """``(N, N)`` target rows: 0.5 on the superpixel itself and 0.5 / n on each of its ``n`` nearest
+    superpixels of other images (``n`` is capped at what every row has; one image: the identity)."""
     z = F.normalize(za + zb, dim=1)
     image = keys // MAX_SEGMENTS
-    sim = (z @ z.T).masked_fill(image[:, None] == image[None, :], float("-inf"))
+    eye = torch.eye(len(keys), dtype=z.dtype, device=z.device)
     n = min(n, len(keys) - int(torch.bincount(image).max()))
-    target = torch.eye(len(keys), dtype=z.dtype, device=z.device)
     if n <= 0:
-        return target
-    idx = sim.topk(n, dim=1).indices
-    target.scatter_(1, idx, 0.5 / n)
-    return target + torch.diag_embed(torch.full((len(keys),), -0.5, dtype=z.dtype, device=z.device))
+        return eye
+    sim = (z @ z.T).masked_fill(image[:, None] == image[None, :], float("-inf"))
+    return (0.5 * eye).scatter_(1, sim.topk(n, dim=1).indices, 0.5 / n)

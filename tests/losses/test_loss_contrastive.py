@@ -73,11 +73,14 @@ def test_neighbour_targets_share_half_with_nearest_of_other_images():
     target = neighbour_targets(z, z, keys, 1)
     torch.testing.assert_close(target.sum(1), torch.ones(5))
     torch.testing.assert_close(target.diagonal(), torch.full((5,), 0.5))
-    # Row 0 (image 0, "red") never takes its own image's superpixel 1, however near; its nearest
-    # elsewhere is image 2's red (0.95), not image 1's (0.9).
+    # Row 0 (image 0, "red") takes the nearest red of the other images: image 2's (0.95), not
+    # image 1's (0.9); a superpixel of its own image is never a neighbour.
     assert target[0].nonzero().flatten().tolist() == [0, 4]
     assert target[1].nonzero().flatten().tolist() == [1, 3]
     assert target[4].nonzero().flatten().tolist() == [0, 4]
+    # An identical superpixel of the same image is still not a neighbour.
+    same = neighbour_targets(z[[0, 0, 1]], z[[0, 0, 1]], keys[[0, 1, 2]], 1)
+    assert same[0].nonzero().flatten().tolist() == [0, 2]
     # One image only: nothing to share, the plain InfoNCE targets.
     torch.testing.assert_close(neighbour_targets(z[:2], z[:2], keys[:2], 3), torch.eye(2))
 
