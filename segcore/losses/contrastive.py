@@ -81,9 +81,10 @@ def superpixel_infonce(
         return embed_a.sum() * 0.0
     za, zb = F.normalize(pa.float(), dim=1), F.normalize(pb.float(), dim=1)
     logits = za @ zb.T / tau  # (N, N)
-    target = torch.arange(len(keys), device=logits.device)
     if neighbours > 0:
         target = neighbour_targets(za, zb, keys, neighbours)
+    else:
+        target = torch.arange(len(keys), device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
