@@ -340,12 +340,7 @@ def predict_raster(
         fit = fit_raster(model, src, k, sample_pixels, cfg, prior_rounds)
     mode = "raster" if codebook is None else "codebook"
     info = inspect_raster(src, cfg)
-    vote = None
-    if region_m > 0:
-        side = region_m / ((info.gsd or cfg.gsd or 1.0) * STRIDE)  # region side in cells
-        # Never more than a quarter of the raster: a 30 m drone chip is not voted into one label.
-        side = min(side, REGION_MAX_FRACTION * min(info.width, info.height) / STRIDE)
-        vote = (side, region_compactness)
+    vote = vote_regions(region_m, region_compactness, info.gsd or cfg.gsd, info.width, info.height)
     # Context a tile needs on a side inside the raster (two region sides for the vote); on a side at
     # the raster edge the network's receptive radius, mirrored, is enough: regions stop at the edge.
     inner = max(halo, _round4(math.ceil(2 * vote[0] * STRIDE))) if vote else halo
@@ -380,6 +375,74 @@ def predict_raster(
                          () if fit.prior is None else tuple(round(float(p), 6) for p in fit.prior))
 
 
+def vote_regions(region_m: float, compactness: float, gsd: float | None, width: int, height: int
+                 ) -> tuple[float, float] | None:
+    """``(side in cells, compactness)`` of the region vote on a working grid of ``width x height``
+    pixels at ``gsd`` metres per pixel (unknown: 1), or None when ``region_m`` is 0."""
+    if region_m <= 0:
+        return None
+    side = region_m / ((gsd or 1.0) * STRIDE)
+    # Never more than a quarter of the raster: a 30 m drone chip is not voted into one label.
+    return min(side, REGION_MAX_FRACTION * min(width, height) / STRIDE), compactness
+
+
+def grouped_probabilities(probs: np.ndarray, rgb: np.ndarray, valid: np.ndarray, prior: np.ndarray | None,
+                          vote: tuple[float, float] | None, origin: tuple[float, float]) -> np.ndarray:
+    """``probs (K, h, w)`` of a window's cells weighted by the raster's class ``prior``, then voted
+    within regions (``vote`` from :func:`vote_regions`) drawn on the window's ``rgb``; ``origin`` is
+    the global cell coordinate of its first cell (:func:`segcore.regions.superpixels`)."""
+    if prior is not None:
+        probs = apply_prior(probs, prior)
+    if vote is not None:
+        cells = probs.shape[1:]
+        regions = superpixels(cell_colours(rgb, cells), vote[0], origin, vote[1])
+        probs = region_vote(probs, regions, valid[::STRIDE, ::STRIDE][: cells[0], : cells[1]])
+    return probs
+
+
+def segment_image(model: NumpyModel, image: np.ndarray, valid: np.ndarray | None = None, *, k: int | None = None,
+                  codebook: Codebook | None = None, class_names: list[str] | None = None, gsd: float | None = None,
+                  halo: int = 32, sample_pixels: int = 65536, region_m: float = 0.0, region_compactness: float = 0.4,
+                  prior_rounds: int = 1) -> np.ndarray:
+    """Class ids ``int64 (H, W)`` (``0..n-1``) of one in-memory image on the working grid, as
+    :func:`predict_raster` labels a raster holding it (minus one, invalid pixels included).
+
+    The same steps on one window: mirrored context of the halo, the codebook's frozen statistics
+    and prototypes (else prototypes fitted on the image), ids named alike merged, the class prior
+    over the image's valid cells, the region vote at ``gsd`` metres per pixel (unknown: 1; seeds
+    anchored at the image's corner, as on a raster without georeferencing), and every pixel the
+    argmax at its centre. On an image of at most ``16 * sample_pixels`` pixels the ids equal
+    :func:`predict_raster`'s (``tests/test_predict.py``); used to score an export as users get it
+    (:class:`segcore.evaluate.ExportPredictor`).
+    """
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    valid = np.ones((h, w), bool) if valid is None else np.asarray(valid, bool)
+    names = list(class_names) if class_names else default_class_names(codebook.k if codebook is not None else
+                                                                       (k or model.max_k))
+    names, groups = class_groups(names, mergeable=codebook is not None)
+    halo = _round4(max(halo, model.receptive_radius()))
+    cells = valid[::STRIDE, ::STRIDE]
+    bare = None  # per raster: the image's own embedding, without context (predict_raster's sample window)
+    if codebook is not None:
+        fit = RasterFit(codebook.stats, codebook.prototypes, [], 0, merge=None if groups is None else
+                        (groups, len(names)))
+    else:
+        (bare,), stats = model.embed_joint([image])
+        fit = RasterFit(stats, model.fit_prototypes(bare, check_k(k or model.max_k, model.max_k), cells), [], 0)
+    rgb, wide = mirror_pad(image, valid, [(halo, halo), (halo, halo)])
+    probs = fit.probabilities(model, model.embed(rgb, fit.stats))
+    prior = None
+    if prior_rounds and cells.any():
+        shares_of = probs[_inner_cells(halo, w, h)] if bare is None else model.probabilities(bare, fit.prototypes)
+        prior = class_prior(_valid_columns([shares_of], [cells], sample_pixels).T, prior_rounds)
+    vote = vote_regions(region_m, region_compactness, gsd, w, h)
+    probs = grouped_probabilities(probs, rgb, wide, prior, vote, (-halo / STRIDE, -halo / STRIDE))
+    centres = [(np.arange(n) + 0.5 + halo) / STRIDE - 0.5 for n in (h, w)]
+    return resample_argmax(probs, coordinate_taps(probs.shape[1], centres[0]), coordinate_taps(probs.shape[2],
+                                                                                              centres[1]))
+
+
 def read_reflected(ds, info, cfg: DataConfig, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """Working-grid RGB ``(h, w, 3)`` and valid mask of ``window``, mirrored where it leaves the raster.
 
@@ -392,7 +455,12 @@ def read_reflected(ds, info, cfg: DataConfig, window: Window) -> tuple[np.ndarra
     c0, r0 = max(col, 0), max(row, 0)
     c1, r1 = min(col + w, info.width), min(row + h, info.height)
     rgb, valid = read_rgb(ds, info, Window(c0, r0, c1 - c0, r1 - r0), cfg)
-    pads = [(r0 - row, row + h - r1), (c0 - col, col + w - c1)]
+    return mirror_pad(rgb, valid, [(r0 - row, row + h - r1), (c0 - col, col + w - c1)])
+
+
+def mirror_pad(rgb: np.ndarray, valid: np.ndarray, pads: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``rgb (H, W, 3)`` and ``valid`` grown by ``pads`` (``[(top, bottom), (left, right)]``): the
+    image reflected, edge-replicated where the margin exceeds it; the added pixels are invalid."""
     if not any(a or b for a, b in pads):
         return rgb, valid
     reflect = [(min(a, n - 1), min(b, n - 1)) for (a, b), n in zip(pads, valid.shape, strict=True)]
@@ -429,13 +497,8 @@ def _predict_tile(model: NumpyModel, ds, info, cfg: DataConfig, fit: RasterFit,
     else:
         rgb, valid = read_reflected(ds, info, cfg, window)
         probs = fit.probabilities(model, model.embed(rgb, fit.stats))  # (K, h4, w4)
-    if fit.prior is not None:
-        probs = apply_prior(probs, fit.prior)
-    if vote is not None:
-        cells = probs.shape[1:]
-        oy, ox = _map_offset(info)
-        regions = superpixels(cell_colours(rgb, cells), vote[0], ((y0 + oy) / STRIDE, (x0 + ox) / STRIDE), vote[1])
-        probs = region_vote(probs, regions, valid[::STRIDE, ::STRIDE][: cells[0], : cells[1]])
+    oy, ox = _map_offset(info)
+    probs = grouped_probabilities(probs, rgb, valid, fit.prior, vote, ((y0 + oy) / STRIDE, (x0 + ox) / STRIDE))
     # Native pixel centres in working pixels, then in cells of this window (cell j centred at 4j + 2).
     cols = ((np.arange(col, col + w) + 0.5) / fx - x0) / STRIDE - 0.5
     rows = ((np.arange(row, row + h) + 0.5) / fy - y0) / STRIDE - 0.5

@@ -210,3 +210,35 @@ def test_edge_pixels_are_assigned_like_interior_ones(tmp_path, seed):
     for col in (0, 1, 2, 197, 198, 199):
         assert agreement(labels, col) >= interior - 0.06
     assert min(agreement(padded, c) for c in (0, 199)) < agreement(padded, 60) - 0.15
+
+
+@pytest.mark.parametrize("mode", ["codebook", "codebook-named-alike", "raster"])
+def test_segment_image_equals_predict_raster(tmp_path, mode):
+    # segment_image is what evaluation scores an export with: on an image that is one sample window
+    # and one tile it must give predict_raster's ids, with the prior, the region vote and the merge.
+    from segcore.codebook import CodebookRequest, load_codebook
+    from segcore.predict import segment_image
+
+    cfg = Config().replace(**{**SMALL, "data.source": "synthetic", "data.synthetic_size": 128})
+    torch.manual_seed(0)
+    req = CodebookRequest(k=5, windows=6, side=64) if mode != "raster" else None
+    model = load_export(export_model(build_segmenter(cfg), cfg, tmp_path / "export", codebook=req))
+    codebook = load_codebook(tmp_path / "export", model.meta) if req else None
+    names = ["a", "b", "a", "c", "b"] if mode == "codebook-named-alike" else None
+    image = generate_scene((150, 122), seed=8).image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp_path / "plain.tif", "w", driver="GTiff", width=122, height=150, count=3,
+                           dtype="uint8") as ds:
+            ds.write(image.transpose(2, 0, 1))
+    kw = {"region_m": 12.0, "region_compactness": 0.4, "prior_rounds": 2}
+    predict_raster(tmp_path / "plain.tif", tmp_path / "out.tif", model, None if req else 4, data_cfg=NATIVE,
+                   progress=False, codebook=codebook, class_names=names, **kw)
+    ids = segment_image(model, image, k=None if req else 4, codebook=codebook, class_names=names, gsd=None, **kw)
+    written = _read(tmp_path / "out.tif")
+    assert ids.shape == written.shape and ids.dtype == np.int64
+    assert np.array_equal(ids + 1, written)
+    assert len(np.unique(ids)) >= 2
+    # The vote and the prior are applied: without them the ids differ.
+    plain = segment_image(model, image, k=None if req else 4, codebook=codebook, class_names=names)
+    assert not np.array_equal(plain, ids)
