@@ -199,8 +199,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"registry          : {summary['model_name']} v{summary['model_version']}: {summary['champion_note']}")
     print(f"metrics           : on {summary['eval_set']}")
     for key, value in sorted(summary["metrics"].items()):
-        if key.startswith(("val/miou", "val/pixel_acc", "val/majority/miou", "proxy/", "baseline/",
-                           "champion/val/miou", "champion/proxy/")):
+        if key.startswith(("val/miou", "val/pixel_acc", "val/majority/miou", "val/dataset/miou", "proxy/",
+                           "baseline/", "champion/val/miou", "champion/val/dataset/miou", "champion/proxy/")):
             print(f"  {key:<34} {value:.4f}")
     if summary.get("stale_runs_killed"):
         print(f"stale runs        : marked KILLED (their pipeline process is gone): "

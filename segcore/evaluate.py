@@ -13,7 +13,15 @@ confusion matrices are summed over the split. Reported (flat keys, the MLflow me
   ``proxy/two_view_consistency``: the image and its transposed copy (hflip then rot90) are segmented
   independently, the second map is brought back, its ids are matched one-to-one to the first
   map's (Hungarian on co-occurrence) and the share of valid pixels that agree is reported;
-* ``val/k``, ``val/majority_k``, ``val/images``, ``cost/seconds_per_image`` (the k-segment pass).
+* ``val/k``, ``val/majority_k``, ``val/images``, ``cost/seconds_per_image`` (the k-segment pass);
+* ``val/dataset/miou``, ``val/dataset/pixel_acc``, ``val/dataset/iou/<id>``: for a model whose ids
+  mean the same class in every image (an export with a codebook), **one** matching of ids to
+  classes for the whole split (:class:`~segcore.metrics.PooledIoU`): the legend a user reads, which
+  one label per image cannot game.
+
+An export directory is scored the way ``segcore predict`` runs it (:class:`ExportPredictor`: its
+codebook, class prior and region vote, at the image's ground resolution); a training checkpoint by
+its own per-image clusters (:class:`TorchPredictor`), the view of training.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import numpy as np
 
 from segcore.config import Config
 from segcore.errors import ConfigError
-from segcore.metrics import MatchedIoU, ProxyMetrics, kmeans_rgb_labels, scores, two_view_consistency
+from segcore.metrics import MatchedIoU, PooledIoU, ProxyMetrics, kmeans_rgb_labels, scores, two_view_consistency
 from segcore.overlays import matched_classes, render_overlay, save_png
 
 log = logging.getLogger(__name__)
@@ -41,13 +49,15 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EvalImage:
     """One downsampled evaluation image: ``image uint8 (H, W, 3)``, ``target int64 (H, W)`` class ids
-    (``<= 0`` ignored), ``valid bool (H, W)``; ``stride`` is the downsampling step ``s``."""
+    (``<= 0`` ignored), ``valid bool (H, W)``; ``stride`` is the downsampling step ``s``; ``gsd``
+    the metres per pixel of ``image`` as scored (0: unknown)."""
 
     name: str
     image: np.ndarray
     target: np.ndarray
     valid: np.ndarray
     stride: int = 1
+    gsd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,16 +88,44 @@ class KMeansBaseline:
         return np.maximum(labels, 0)
 
 
-class NumpyPredictor:
-    """An export run by :class:`segcore.runtime.NumpyModel`."""
+class ExportPredictor:
+    """An export run the way ``segcore predict`` runs it with its own settings
+    (:func:`segcore.predict.segment_image`): its codebook when it has one, else prototypes fitted
+    per image, then the class prior and the region vote of the export's ``predict`` section, at the
+    image's ground resolution (unknown: the export's ``data.gsd``).
 
-    name = "numpy-export"
+    ``fixed_ids``: the ids mean the same class in every image (a codebook), so the scorer ignores
+    the ``k`` it asks for and also matches ids to classes once for the whole split.
+    """
 
-    def __init__(self, model):
-        self.model, self.max_k = model, model.max_k
+    name = "segcore-predict"
+    takes_gsd = True
 
-    def segment(self, image: np.ndarray, k: int, valid: np.ndarray) -> np.ndarray:
-        return self.model.segment(image, k, valid)
+    def __init__(self, export_dir: str | Path):
+        from segcore.predict import export_config
+        from segcore.products import class_plan
+        from segcore.runtime import load_export
+
+        self.model = load_export(export_dir)
+        self.cfg = export_config(self.model.meta)
+        self.plan = class_plan(self.model, export_dir, self.cfg.predict.classes, None, self.cfg.predict.class_names)
+        self.fixed_ids = self.plan.codebook is not None
+        self.max_k = len(dict.fromkeys(self.plan.names)) if self.fixed_ids else self.model.max_k
+
+    def segment(self, image: np.ndarray, k: int, valid: np.ndarray, gsd: float = 0.0) -> np.ndarray:
+        from segcore.predict import segment_image
+
+        p = self.cfg.predict
+        return segment_image(self.model, image, valid, k=None if self.fixed_ids else k, codebook=self.plan.codebook,
+                             class_names=self.plan.names if self.fixed_ids else None, gsd=gsd or self.cfg.data.gsd,
+                             halo=p.halo, sample_pixels=p.sample_pixels, region_m=p.region_m,
+                             region_compactness=p.region_compactness, prior_rounds=p.prior_rounds)
+
+
+def _segment(predictor, image: np.ndarray, k: int, valid: np.ndarray, gsd: float) -> np.ndarray:
+    if getattr(predictor, "takes_gsd", False):
+        return predictor.segment(image, k, valid, gsd=gsd)
+    return predictor.segment(image, k, valid)
 
 
 class TorchPredictor:
@@ -108,9 +146,10 @@ class TorchPredictor:
 
 
 def resolve_predictor(model_or_checkpoint: Any, cfg: Config):
-    """``"kmeans"``, a segmenter module, an export directory, a checkpoint file, or any predictor:
-    an object with ``max_k`` and ``segment(image uint8 (H, W, 3), k, valid bool (H, W)) -> int (H, W)``
-    (a :class:`~segcore.runtime.NumpyModel` is one)."""
+    """``"kmeans"``, a segmenter module, an export directory (:class:`ExportPredictor`), a checkpoint
+    file, or any predictor: an object with ``max_k`` and ``segment(image uint8 (H, W, 3), k, valid
+    bool (H, W)) -> int (H, W)`` (a :class:`~segcore.runtime.NumpyModel` is one: the network's
+    per-image clusters, without the codebook, prior or vote of ``segcore predict``)."""
     if isinstance(model_or_checkpoint, str) and model_or_checkpoint == "kmeans":
         return KMeansBaseline(cfg.model.max_k, cfg.train.seed)
     if hasattr(model_or_checkpoint, "segment") and hasattr(model_or_checkpoint, "max_k"):
@@ -119,9 +158,7 @@ def resolve_predictor(model_or_checkpoint: Any, cfg: Config):
         return TorchPredictor(model_or_checkpoint)
     path = Path(model_or_checkpoint)
     if path.is_dir():
-        from segcore.runtime import load_export
-
-        return NumpyPredictor(load_export(path))
+        return ExportPredictor(path)
     from segcore.checkpoint import load_checkpoint
     from segcore.models import build_segmenter
 
@@ -143,7 +180,7 @@ def _untransposed(labels: np.ndarray) -> np.ndarray:
 
 def view_consistency(predictor, item: EvalImage, k: int, labels_a: np.ndarray) -> float:
     """Agreement of ``labels_a`` with the labels of the transposed view mapped back (ids matched)."""
-    labels_b = _untransposed(predictor.segment(_transposed(item.image), k, _transposed(item.valid)))
+    labels_b = _untransposed(_segment(predictor, _transposed(item.image), k, _transposed(item.valid), item.gsd))
     mapping = matched_classes(labels_b, np.where(item.valid, labels_a + 1, 0), int(labels_a.max()) + 1)
     lut = np.full(int(labels_b.max()) + 1, -1, np.int64)
     for seg, cls in mapping.items():
@@ -193,12 +230,14 @@ class _Scorer:
 
     def __init__(self, predictor, data: EvalData, cfg: Config, out: Path, num_overlays: int):
         self.predictor, self.data, self.out, self.num_overlays = predictor, data, out, num_overlays
-        self.k = k = cfg.eval.k or data.num_classes
+        fixed = getattr(predictor, "fixed_ids", False)  # ids set by the model (a codebook), not by k
+        self.k = k = predictor.max_k if fixed else cfg.eval.k or data.num_classes
         self.big_k = max(predictor.max_k, k) if not isinstance(predictor, KMeansBaseline) else cfg.model.max_k
         if k > predictor.max_k:
             raise ConfigError(f"eval.k={k} exceeds the model's max_k={predictor.max_k}; set eval.k lower")
         (out / "overlays").mkdir(parents=True, exist_ok=True)
         self.matched, self.majority = MatchedIoU(data.num_classes), MatchedIoU(data.num_classes)
+        self.pooled = PooledIoU(predictor.max_k, data.num_classes) if fixed else None
         self.proxy = ProxyMetrics(k, cfg.eval.speckle_px)
         self.rows: list[dict[str, Any]] = []
         self.consistency: list[float] = []
@@ -207,10 +246,12 @@ class _Scorer:
     def update(self, item: EvalImage) -> None:
         predictor, k = self.predictor, self.k
         t0 = time.perf_counter()
-        pred = predictor.segment(item.image, k, item.valid)
+        pred = _segment(predictor, item.image, k, item.valid, item.gsd)
         self.seconds += time.perf_counter() - t0
         conf = self.matched.update(pred, item.target)
-        pred_big = pred if self.big_k == k else predictor.segment(item.image, self.big_k, item.valid)
+        if self.pooled is not None:
+            self.pooled.update(pred, item.target)
+        pred_big = pred if self.big_k == k else _segment(predictor, item.image, self.big_k, item.valid, item.gsd)
         self.majority.update(pred_big, item.target)
         one = self.proxy.update(pred, item.valid)
         self.consistency.append(view_consistency(predictor, item, k, pred))
@@ -231,6 +272,8 @@ class _Scorer:
         out, data = self.out, self.data
         metrics = _collect(self.matched, self.majority, self.proxy, self.consistency, self.k, self.big_k,
                            len(self.rows), self.seconds)
+        if self.pooled is not None and "val/miou" in metrics:
+            metrics.update({f"val/dataset/{key}": v for key, v in self.pooled.compute().items()})
         _write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         _write_text(out / "per_image.csv", pd.DataFrame(self.rows).to_csv(index=False, float_format="%.6g"))
         method = getattr(self.predictor, "name", type(self.predictor).__name__)
@@ -267,6 +310,8 @@ def summary_markdown(metrics: dict[str, float], data_name: str, method: str) -> 
              f"| mIoU (Hungarian one-to-one, k={k}) | {_fmt(metrics, 'val/miou')} |",
              f"| pixel accuracy (Hungarian, k={k}) | {_fmt(metrics, 'val/pixel_acc')} |",
              f"| mIoU (majority many-to-one, k={big_k}) | {_fmt(metrics, 'val/majority/miou')} |",
+             *([f"| mIoU (one matching for the whole split) | {metrics['val/dataset/miou']:.3f} |"]
+               if "val/dataset/miou" in metrics else []),
              f"| utilization | {metrics['proxy/utilization']:.3f} |",
              f"| speckle | {metrics['proxy/speckle']:.3f} |",
              f"| boundary density | {metrics['proxy/boundary_density']:.3f} |",
@@ -287,7 +332,7 @@ def synthetic_data(seed: int, count: int = 4, size: int = 256, max_side: int = 5
     training scene.
     """
     from segcore.data.sources import TRAIN_NAMESPACE
-    from segcore.data.synthetic import CLASS_NAMES, generate_scene, scene_seed
+    from segcore.data.synthetic import CLASS_NAMES, SYNTHETIC_GSD, generate_scene, scene_seed
 
     if not 0 <= seed < TRAIN_NAMESPACE:
         raise ConfigError(f"evaluation seed {seed} must be in 0..{TRAIN_NAMESPACE - 1} (larger seeds are training's)")
@@ -297,7 +342,7 @@ def synthetic_data(seed: int, count: int = 4, size: int = 256, max_side: int = 5
             scene = generate_scene(size, scene_seed(seed, i))
             s = downsample_stride(size, size, max_side)
             yield EvalImage(f"synthetic-{seed}-{i:03d}", scene.image[::s, ::s], scene.labels[::s, ::s].astype(np.int64),
-                            np.ones(scene.labels[::s, ::s].shape, bool), s)
+                            np.ones(scene.labels[::s, ::s].shape, bool), s, SYNTHETIC_GSD * s)
 
     return EvalData(f"synthetic:seed={seed}", len(CLASS_NAMES), images)
 
@@ -327,7 +372,8 @@ def _read_strided(image_path: str, label_path: str | None, max_side: int, data_c
                 targets.append(read_label(ds, window, info)[::s, ::s])
     valid = np.concatenate(valids)
     target = np.concatenate(targets) if targets else np.zeros(valid.shape, np.int64)
-    return EvalImage(Path(image_path).stem, np.concatenate(rgbs), np.where(valid, target, 0), valid, s)
+    return EvalImage(Path(image_path).stem, np.concatenate(rgbs), np.where(valid, target, 0), valid, s,
+                     (info.gsd or 0.0) * s)
 
 
 def classes_csv_count(base: str | Path) -> int:
@@ -378,7 +424,11 @@ def shard_data(root: str | Path, split: str, cfg: Config, num_classes: int) -> E
 
     if num_classes < 1:
         raise ConfigError("shard evaluation needs eval.num_classes (the shards do not record a class count)")
+    from segcore.data.shard_index import read_manifest
+
     dataset = ShardDataset(root, split, cfg.replace(**{"data.require_slic": False}))
+    # Metres per working pixel of each source (recorded by the build; older shards: data.gsd).
+    gsd = {src["image"]: src.get("gsd") or cfg.data.gsd for src in read_manifest(root).get("sources", [])}
 
     def images() -> Iterator[EvalImage]:
         for shard, rows in enumerate(dataset.index):
@@ -387,7 +437,8 @@ def shard_data(root: str | Path, split: str, cfg: Config, num_classes: int) -> E
                 rgb = np.rint(sample["image"].numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
                 s = downsample_stride(rgb.shape[0], rgb.shape[1], cfg.eval.max_side)
                 yield EvalImage(str(sample["meta"]["tile_id"]), rgb[::s, ::s], sample["target"].numpy()[::s, ::s],
-                                sample["valid"].numpy()[::s, ::s], s)
+                                sample["valid"].numpy()[::s, ::s], s,
+                                gsd.get(sample["meta"]["source"], cfg.data.gsd) * s)
 
     return EvalData(f"{root}:{split}", num_classes, images)
 

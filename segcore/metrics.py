@@ -126,6 +126,49 @@ class MatchedIoU:
         return out
 
 
+class PooledIoU:
+    """One matching of ids to classes for a whole split (a legend), for models whose ids mean the
+    same class in every image (a codebook).
+
+    ``update(pred, target)`` adds the overlap of ids ``0..num_ids-1`` with classes ``1..C``;
+    ``compute()`` matches ids to classes one-to-one (Hungarian) on the overlap summed over the split
+    and returns ``miou``, ``pixel_acc`` and ``iou/<id>`` of that single matching. Unlike per-image
+    matching it rises only when an id names the same class everywhere: one label per image, or ids
+    that swap classes between images, score low.
+    """
+
+    def __init__(self, num_ids: int, num_classes: int) -> None:
+        if num_ids < 1 or num_classes < 1:
+            raise ValueError(f"num_ids={num_ids} and num_classes={num_classes} must be at least 1")
+        self.num_ids, self.num_classes = num_ids, num_classes
+        self.overlap = np.zeros((num_ids, num_classes), dtype=np.int64)
+
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
+        pred, target = np.asarray(pred), np.asarray(target)
+        if pred.shape != target.shape:
+            raise ValueError(f"pred shape {pred.shape} differs from target shape {target.shape}")
+        keep = target > 0
+        ids, t = pred[keep].astype(np.int64), target[keep].astype(np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_ids):
+            raise ValueError(f"ids must be in 0..{self.num_ids - 1}, got {ids.min()}..{ids.max()}")
+        if t.size and t.max() > self.num_classes:
+            raise ValueError(f"target holds class {t.max()} but num_classes={self.num_classes}")
+        n = self.num_ids * self.num_classes
+        self.overlap += np.bincount(ids * self.num_classes + t - 1, minlength=n).reshape(self.overlap.shape)
+
+    def confusion(self) -> np.ndarray:
+        """``int64 (C + 1, C + 1)`` of the single matching (row 0: ids matched to no class)."""
+        id_class = np.zeros(self.num_ids, dtype=np.int64)
+        rows, cols = linear_sum_assignment(self.overlap, maximize=True)
+        id_class[rows] = cols + 1
+        conf = np.zeros((self.num_classes + 1, self.num_classes + 1), dtype=np.int64)
+        np.add.at(conf, (id_class[:, None], np.arange(1, self.num_classes + 1)[None, :]), self.overlap)
+        return conf
+
+    def compute(self) -> dict[str, float]:
+        return scores(self.confusion())
+
+
 def _select(labels: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     labels = np.asarray(labels)
     return labels.ravel() if valid is None else labels[np.asarray(valid, dtype=bool)]

@@ -1,9 +1,12 @@
 """Champion versus challenger: both scored on the same images, then a decision with its reasons.
 
-:func:`score_pair` evaluates the new model (the challenger, a training checkpoint) and the current
-champion (its export, run by the numpy runtime) on one :class:`~segcore.evaluate.EvalData`, with
-one protocol, in one pass over the images (each tile is read once and segmented by both, and by
-the RGB k-means baseline). :func:`decide` turns the two scores into a :class:`Decision`:
+:func:`score_pair` evaluates the new model (the challenger) and the current champion on one
+:class:`~segcore.evaluate.EvalData`, with one protocol, in one pass over the images (each tile is
+read once and segmented by both, and by the RGB k-means baseline). In the pipeline
+(:func:`score_on_shards`) both are exports scored the way ``segcore predict`` runs them (codebook,
+class prior, region vote: :class:`~segcore.evaluate.ExportPredictor`): the challenger's checkpoint
+is exported first, with the codebook the export stage fits, so the scores are those of the maps
+users get. :func:`decide` turns the two scores into a :class:`Decision`:
 
 * with labels, the challenger becomes ``champion`` only if its matched mIoU beats the champion's
   by more than ``eval.promote_margin`` (0.05: the spread of mIoU between training seeds measured
@@ -95,6 +98,10 @@ def score_on_shards(root: str | Path, challenger: Any, champion: Any | None, cfg
     """Pick the evaluation set of the shard dataset at ``root`` (:func:`segcore.eval_plan.plan_evaluation`)
     and :func:`score_pair` both models on it (the RGB k-means baseline too when it is labelled).
 
+    A challenger given as a checkpoint file is exported into ``out_dir/challenger-export`` first,
+    with a codebook fitted on the training split of ``root`` (:func:`segcore.export.export_checkpoint`'s
+    default request, so the same codebook as the export stage's), and that export is scored.
+
     A champion whose export cannot be scored (an older export format, a corrupt file) does not
     stop the run: the challenger is scored alone and the error is returned for the decision.
     """
@@ -102,6 +109,12 @@ def score_on_shards(root: str | Path, challenger: Any, champion: Any | None, cfg
     from segcore.eval_plan import eval_data, plan_evaluation
 
     plan = plan_evaluation(root, cfg)
+    if isinstance(challenger, str | Path) and Path(challenger).is_file():
+        from segcore.codebook import CodebookRequest
+        from segcore.export import export_checkpoint
+
+        challenger = export_checkpoint(challenger, Path(out_dir) / "challenger-export",
+                                       codebook=CodebookRequest(source=str(root)))
     try:
         metrics = score_pair(challenger, champion, eval_data(root, plan, cfg), cfg, out_dir, baseline=plan.labelled)
         return ShardScores(plan, metrics, "")

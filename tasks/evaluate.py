@@ -53,6 +53,8 @@ def evaluate(config: dict[str, Any], parent_run_id: str, checkpoint_uri: str, ma
 def _note(metrics: dict[str, float], eval_set: str) -> str:
     if "val/miou" in metrics and metrics["val/miou"] == metrics["val/miou"]:
         mine = f"mIoU {metrics['val/miou']:.3f}"
+        if "val/dataset/miou" in metrics:
+            mine += f" (one legend for the set: {metrics['val/dataset/miou']:.3f})"
         if "champion/val/miou" in metrics:
             mine += f" vs champion {metrics['champion/val/miou']:.3f}"
         if "baseline/kmeans_rgb/miou" in metrics:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -137,9 +138,49 @@ def test_evaluate_tiny_synthetic_run(tiny_run, tmp_path):
     assert len(table) == 3
     assert table["miou"].between(0, 1).all()
     assert "mIoU (Hungarian one-to-one, k=6)" in (tmp_path / "torch" / "summary.md").read_text()
-    # The numpy runtime on the export scores the same (labels agree on >= 99.9% of pixels).
-    m_np = evaluate(str(export_dir), data, cfg, tmp_path / "numpy")
+    # The numpy runtime's per-image clusters of the export score the same (labels agree on >= 99.9% of pixels).
+    from segcore.runtime import load_export
+
+    m_np = evaluate(load_export(export_dir), data, cfg, tmp_path / "numpy")
     assert m_np["val/miou"] == pytest.approx(m["val/miou"], abs=0.01)
+
+
+def test_an_export_is_scored_as_segcore_predict_labels_it(tiny_run, tmp_path):
+    # An export directory is scored through its codebook, class prior and region vote (the
+    # export's own predict settings) at each image's ground resolution, and its ids once per split.
+    from segcore.codebook import load_codebook
+    from segcore.metrics import MatchedIoU, PooledIoU
+    from segcore.predict import export_config, segment_image
+    from segcore.runtime import load_export
+
+    _, export_dir = tiny_run
+    model = load_export(export_dir)
+    codebook = load_codebook(export_dir, model.meta)
+    p = export_config(model.meta).predict
+    assert codebook is not None and p.region_m > 0 and p.prior_rounds > 0
+    scenes = synthetic_data(7, count=3, size=96)
+    assert {item.gsd for item in scenes.images()} == {2.0}  # the synthetic scenes' metres per pixel
+    # At 20 m per pixel the 300 m regions are 3.75 cells, under the cap of a quarter of the image
+    # (6 cells): the vote depends on the gsd the scorer passes.
+    data = EvalData(scenes.name, 6, lambda: (dataclasses.replace(item, gsd=20.0) for item in scenes.images()))
+    cfg = Config().replace(**{"eval.num_overlays": 1})
+    m = evaluate(str(export_dir), data, cfg, tmp_path / "export")
+    per_image, pooled = MatchedIoU(6), PooledIoU(codebook.k, 6)
+    for item in data.images():
+        ids = segment_image(model, item.image, item.valid, codebook=codebook, class_names=model.meta["class_names"],
+                            gsd=item.gsd, region_m=p.region_m, region_compactness=p.region_compactness,
+                            prior_rounds=p.prior_rounds)
+        per_image.update(ids, item.target)
+        pooled.update(ids, item.target)
+    assert m["val/miou"] == pytest.approx(per_image.compute()["miou"])
+    assert m["val/pixel_acc"] == pytest.approx(per_image.compute()["pixel_acc"])
+    assert m["val/dataset/miou"] == pytest.approx(pooled.compute()["miou"])
+    assert m["val/k"] == codebook.k  # the codebook's ids, whatever eval.k asks
+    assert "one matching for the whole split" in (tmp_path / "export" / "summary.md").read_text()
+    # The bare network's per-image clusters are another score, with no legend to match once.
+    bare = evaluate(model, data, cfg, tmp_path / "bare")
+    assert "val/dataset/miou" not in bare
+    assert bare["val/miou"] != pytest.approx(m["val/miou"], abs=1e-6)
 
 
 def test_synthetic_seeds_and_protocol_stride():

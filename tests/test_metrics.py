@@ -9,6 +9,7 @@ import pytest
 
 from segcore.metrics import (
     MatchedIoU,
+    PooledIoU,
     ProxyMetrics,
     boundary_density,
     cluster_utilization,
@@ -104,6 +105,38 @@ def test_accumulator_sums_confusions_over_images():
     assert metric.compute()["pixel_acc"] == pytest.approx((7 + 4) / 18)
     metric.reset()
     assert metric.confusion.sum() == 0
+
+
+def test_pooled_matching_is_one_legend_for_the_split():
+    # Two 2 x 2 images of classes 1 (left) and 2 (right). Model A swaps its ids between the images:
+    # perfect per image, but one matching for the split gets half of the pixels.
+    t = np.array([[1, 2], [1, 2]])
+    a1, a2 = np.array([[0, 1], [0, 1]]), np.array([[1, 0], [1, 0]])
+    per_image, pooled = MatchedIoU(2), PooledIoU(3, 2)
+    for pred in (a1, a2):
+        per_image.update(pred, t)
+        pooled.update(pred, t)
+    assert per_image.compute()["miou"] == 1.0
+    # Overlap of id 0: 2 px of class 1, 2 of class 2; id 1 the same: ids 0 -> 1, 1 -> 2 (a tie,
+    # either way): TP 2 + 2 of 8 -> class IoU 2 / 6 each.
+    np.testing.assert_array_equal(pooled.overlap, [[2, 2], [2, 2], [0, 0]])
+    m = pooled.compute()
+    assert m["pixel_acc"] == pytest.approx(4 / 8)
+    assert m["miou"] == pytest.approx(2 / 6)
+    # One id per image (a constant): id 0 over [1 1 2 2], id 2 over [1 1 2] (one pixel ignored).
+    # The best single matching is id 0 -> class 2, id 2 -> class 1 (2 + 2 px of 7).
+    constant = PooledIoU(3, 2)
+    constant.update(np.zeros((2, 2), int), t)
+    constant.update(np.full((2, 2), 2), np.array([[1, 1], [0, 2]]))
+    np.testing.assert_array_equal(constant.confusion(), [[0, 0, 0], [0, 2, 1], [0, 2, 2]])
+    assert constant.compute()["pixel_acc"] == pytest.approx(4 / 7)
+    # Ids that keep their class everywhere score 1.
+    good = PooledIoU(2, 2)
+    good.update(a1, t)
+    good.update(a1, t)
+    assert good.compute()["miou"] == 1.0
+    with pytest.raises(ValueError, match="ids must be in 0..1"):
+        good.update(np.full((2, 2), 2), t)
 
 
 def test_majority_tie_goes_to_lowest_class():

@@ -299,7 +299,7 @@ def _source_record(i: int, raster: RasterPlan, plan: BuildPlan) -> dict[str, Any
         "label_sha256": raster.label_sha256, "splits": sorted({t.split for t in tiles}),
         "width": info.width, "height": info.height, "count": info.count, "dtype": info.dtype,
         "bands": list(info.bands), "crs": info.crs, "transform": list(info.transform) if info.transform else None,
-        "nodata": info.nodata, "scaling": scaling, "tiles_total": raster.tiles_total,
+        "gsd": info.gsd, "nodata": info.nodata, "scaling": scaling, "tiles_total": raster.tiles_total,
         "tiles_written": len(tiles), "tiles_skipped": dict(sorted(raster.skipped.items())),
     }  # fmt: skip
 

@@ -99,17 +99,26 @@ def test_challenger_and_champion_scored_on_the_same_check_tiles(shards_and_check
     from segcore.export import export_checkpoint
     from segcore.promotion import score_on_shards
 
+    from segcore.codebook import CodebookRequest
+
     cfg, root, checkpoint = shards_and_checkpoint
-    champion = export_checkpoint(checkpoint, tmp_path / "export", codebook=None)
+    champion = export_checkpoint(checkpoint, tmp_path / "export", codebook=CodebookRequest(source=str(root)))
     scored = score_on_shards(root, checkpoint, champion, cfg, tmp_path / "out")
     assert scored.plan.split == "check"
     assert scored.plan.labelled
     assert scored.champion_error == ""
     m = scored.metrics
     assert m["val/images"] == m["champion/val/images"] == 1
-    # The same weights, once as a checkpoint (torch) and once as an export (numpy runtime).
-    assert m["champion/val/miou"] == pytest.approx(m["val/miou"], abs=0.02)
+    # The challenger's checkpoint is exported with the export stage's codebook and scored as
+    # segcore predict runs it: the same weights exported by hand score exactly the same.
+    assert (tmp_path / "out" / "challenger-export" / "codebook.npz").is_file()
+    for key in ("val/miou", "val/pixel_acc", "val/dataset/miou", "val/k"):
+        assert m[f"champion/{key}"] == m[key], key
     assert "baseline/kmeans_rgb/miou" in m
+    # An older champion without a codebook is scored as predict runs it: prototypes per tile, no legend.
+    older = export_checkpoint(checkpoint, tmp_path / "older", codebook=None)
+    m = score_on_shards(root, checkpoint, older, cfg, tmp_path / "out2").metrics
+    assert "champion/val/miou" in m and "champion/val/dataset/miou" not in m
 
 
 def test_an_unreadable_champion_export_is_reported_not_fatal(shards_and_checkpoint, tmp_path):
