@@ -157,7 +157,9 @@ def test_an_export_is_scored_as_segcore_predict_labels_it(tiny_run, tmp_path):
     model = load_export(export_dir)
     codebook = load_codebook(export_dir, model.meta)
     p = export_config(model.meta).predict
-    assert codebook is not None and p.region_m > 0 and p.prior_rounds > 0
+    assert codebook is not None
+    assert p.region_m > 0
+    assert p.prior_rounds > 0
     scenes = synthetic_data(7, count=3, size=96)
     assert {item.gsd for item in scenes.images()} == {2.0}  # the synthetic scenes' metres per pixel
     # At 20 m per pixel the 300 m regions are 3.75 cells, under the cap of a quarter of the image
@@ -245,3 +247,18 @@ def test_unlabelled_data_reports_proxies_only(tmp_path):
     assert 0.0 <= metrics["proxy/utilization"] <= 1.0
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert "no labels" in (tmp_path / "summary.md").read_text()
+
+
+def test_cli_scores_an_export_on_rasters_as_predict_reads_them(tiny_run, tmp_path, capsys):
+    from segcore.data.synthetic import write_synthetic_dataset
+
+    _, export_dir = tiny_run
+    root = write_synthetic_dataset(tmp_path / "ds", count=2, size=96, seed=4)
+    rc = eval_main(["--export", str(export_dir), "--data", str(root / "manifest.csv"), "--out", str(tmp_path / "r"),
+                    "eval.num_overlays=1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "one matching for the whole split" in out
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert 0.0 <= metrics["val/dataset/miou"] <= 1.0
+    assert metrics["val/images"] == 2

@@ -236,7 +236,8 @@ def test_segment_image_equals_predict_raster(tmp_path, mode):
                    progress=False, codebook=codebook, class_names=names, **kw)
     ids = segment_image(model, image, k=None if req else 4, codebook=codebook, class_names=names, gsd=None, **kw)
     written = _read(tmp_path / "out.tif")
-    assert ids.shape == written.shape and ids.dtype == np.int64
+    assert ids.shape == written.shape
+    assert ids.dtype == np.int64
     assert np.array_equal(ids + 1, written)
     assert len(np.unique(ids)) >= 2
     # The vote and the prior are applied: without them the ids differ.

@@ -1,8 +1,11 @@
 """``segcore eval`` (also ``python -m segcore.eval``): score a model, an export or the k-means baseline.
 
-Model (exactly one): ``--checkpoint CKPT`` (a training checkpoint, run with torch), ``--export DIR``
-(run with the numpy runtime) or ``--baseline kmeans`` (k-means on RGB, the README's baseline).
-Without any of them the command fails: it never trains on its own.
+Model (exactly one): ``--checkpoint CKPT`` (a training checkpoint, run with torch: the network's
+own per-image clusters), ``--export DIR`` (scored the way ``segcore predict`` runs it: the numpy
+runtime with the export's codebook, class prior and region vote, rasters read on the export's
+working grid, and for codebook ids one matching of ids to classes for the whole set too) or
+``--baseline kmeans`` (k-means on RGB, the README's baseline). Without any of them the command
+fails: it never trains on its own.
 
 Data (exactly one): ``--synthetic --seed S`` (``eval.synthetic_count`` generated scenes; scene
 ``i`` uses seed ``scene_seed(S, i)``, disjoint from training scenes, which use
@@ -74,7 +77,13 @@ def run(args: argparse.Namespace) -> int:
     from segcore.safety import replacing_dir
 
     model = model_arg(args)
-    cfg = load_config(args.config, overrides=args.overrides)
+    base = None
+    if args.export:  # read the data as predict would with this export: its working grid and bands
+        from segcore.predict import export_config
+        from segcore.runtime import read_meta
+
+        base = export_config(read_meta(args.export))
+    cfg = load_config(args.config, overrides=args.overrides, base=base)
     inputs = [args.checkpoint, args.export, args.data, args.shards, args.config]
     with replacing_dir(args.out, "eval", inputs=inputs, what="--out") as tmp:  # the report appears whole
         data = build_data(args, cfg)

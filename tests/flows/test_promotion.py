@@ -96,10 +96,9 @@ def shards_and_checkpoint(tmp_path_factory):
 
 
 def test_challenger_and_champion_scored_on_the_same_check_tiles(shards_and_checkpoint, tmp_path):
+    from segcore.codebook import CodebookRequest
     from segcore.export import export_checkpoint
     from segcore.promotion import score_on_shards
-
-    from segcore.codebook import CodebookRequest
 
     cfg, root, checkpoint = shards_and_checkpoint
     champion = export_checkpoint(checkpoint, tmp_path / "export", codebook=CodebookRequest(source=str(root)))
@@ -118,7 +117,8 @@ def test_challenger_and_champion_scored_on_the_same_check_tiles(shards_and_check
     # An older champion without a codebook is scored as predict runs it: prototypes per tile, no legend.
     older = export_checkpoint(checkpoint, tmp_path / "older", codebook=None)
     m = score_on_shards(root, checkpoint, older, cfg, tmp_path / "out2").metrics
-    assert "champion/val/miou" in m and "champion/val/dataset/miou" not in m
+    assert "champion/val/miou" in m
+    assert "champion/val/dataset/miou" not in m
 
 
 def test_an_unreadable_champion_export_is_reported_not_fatal(shards_and_checkpoint, tmp_path):
