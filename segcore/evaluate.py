@@ -89,10 +89,10 @@ class KMeansBaseline:
 
 
 class ExportPredictor:
-    """An export run the way ``segcore predict`` runs it with its own settings
-    (:func:`segcore.predict.segment_image`): its codebook when it has one, else prototypes fitted
-    per image, then the class prior and the region vote of the export's ``predict`` section, at the
-    image's ground resolution (unknown: the export's ``data.gsd``).
+    """An export run the way ``segcore predict`` runs it (:func:`segcore.predict.segment_image`):
+    its codebook when it has one, else prototypes fitted per image, then the class prior and the
+    region vote of the ``predict`` section of ``cfg`` (default: the export's own config, as
+    ``segcore predict`` uses it), at the image's ground resolution (unknown: ``data.gsd``).
 
     ``fixed_ids``: the ids mean the same class in every image (a codebook), so the scorer ignores
     the ``k`` it asks for and also matches ids to classes once for the whole split.
@@ -101,13 +101,13 @@ class ExportPredictor:
     name = "segcore-predict"
     takes_gsd = True
 
-    def __init__(self, export_dir: str | Path):
+    def __init__(self, export_dir: str | Path, cfg: Config | None = None):
         from segcore.predict import export_config
         from segcore.products import class_plan
         from segcore.runtime import load_export
 
         self.model = load_export(export_dir)
-        self.cfg = export_config(self.model.meta)
+        self.cfg = cfg or export_config(self.model.meta)
         self.plan = class_plan(self.model, export_dir, self.cfg.predict.classes, None, self.cfg.predict.class_names)
         self.fixed_ids = self.plan.codebook is not None
         self.max_k = len(dict.fromkeys(self.plan.names)) if self.fixed_ids else self.model.max_k

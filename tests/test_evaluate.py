@@ -262,3 +262,9 @@ def test_cli_scores_an_export_on_rasters_as_predict_reads_them(tiny_run, tmp_pat
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert 0.0 <= metrics["val/dataset/miou"] <= 1.0
     assert metrics["val/images"] == 2
+    # Overrides reach the scoring as they reach segcore predict: without the vote and the prior
+    # the maps, and so the proxies, change.
+    assert eval_main(["--export", str(export_dir), "--data", str(root / "manifest.csv"), "--out", str(tmp_path / "p"),
+                      "predict.region_m=0", "predict.prior_rounds=0"]) == 0
+    plain = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert plain["proxy/boundary_density"] > metrics["proxy/boundary_density"]

@@ -73,21 +73,22 @@ def model_arg(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segcore.evaluate import evaluate, summary_markdown
+    from segcore.evaluate import ExportPredictor, evaluate, summary_markdown
     from segcore.safety import replacing_dir
 
     model = model_arg(args)
     base = None
-    if args.export:  # read the data as predict would with this export: its working grid and bands
+    if args.export:  # as segcore predict runs it: the export's config (working grid, vote, prior), then overrides
         from segcore.predict import export_config
         from segcore.runtime import read_meta
 
         base = export_config(read_meta(args.export))
     cfg = load_config(args.config, overrides=args.overrides, base=base)
+    predictor = ExportPredictor(args.export, cfg) if args.export else model
     inputs = [args.checkpoint, args.export, args.data, args.shards, args.config]
     with replacing_dir(args.out, "eval", inputs=inputs, what="--out") as tmp:  # the report appears whole
         data = build_data(args, cfg)
-        metrics = evaluate(model, data, cfg, tmp)
+        metrics = evaluate(predictor, data, cfg, tmp)
     method = {"kmeans": "kmeans-rgb"}.get(model, model)
     print(summary_markdown(metrics, data.name, method))
     print(f"wrote metrics.json, per_image.csv, summary.md and overlays/ to {args.out}")
