@@ -10,7 +10,12 @@ users get. :func:`decide` turns the two scores into a :class:`Decision`:
 
 * with labels, the challenger becomes ``champion`` only if its matched mIoU beats the champion's
   by more than ``eval.promote_margin`` (0.05: the spread of mIoU between training seeds measured
-  in ``docs/benchmarks.md``; a smaller gain is indistinguishable from re-training noise);
+  in ``docs/benchmarks.md``; a smaller gain is indistinguishable from re-training noise). The mIoU
+  is the one with a single matching of ids to classes for the whole set (``val/dataset/miou``)
+  when both models have codebook ids: per-image matching rewards maps with few segments (one
+  label per image scores as well as the trained model on real land-cover sets), the single
+  matching rewards a legend that holds in every image. Otherwise (an older champion without a
+  codebook) the per-image ``val/miou`` of both;
 * without labels no label-free criterion has been shown to track mIoU (``docs/benchmarks.md``),
   so the new version is registered as ``challenger`` for a person to promote, never on a guess;
 * the first model becomes ``champion`` (there is nothing to compare it with).
@@ -28,6 +33,7 @@ from segcore.evaluate import EvalData, evaluate_many
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LABELLED_METRIC = "val/miou"
+LEGEND_METRIC = "val/dataset/miou"  # preferred when both models have it (codebook ids)
 # Reported beside the decision when there are no labels (not used to decide, see the module docstring).
 LABEL_FREE_METRIC = "proxy/two_view_consistency"
 CHAMPION_PREFIX = "champion/"
@@ -134,7 +140,12 @@ def decide(metrics: dict[str, float], *, labelled: bool, margin: float, eval_set
     but could not be scored (its export is unreadable or of another format): register as
     challenger and say so.
     """
-    metric = LABELLED_METRIC if labelled else LABEL_FREE_METRIC
+    if not labelled:
+        metric = LABEL_FREE_METRIC
+    elif LEGEND_METRIC in metrics and (champion_version is None or CHAMPION_PREFIX + LEGEND_METRIC in metrics):
+        metric = LEGEND_METRIC
+    else:
+        metric = LABELLED_METRIC
     mine = float(metrics.get(metric, math.nan))
     theirs = metrics.get(CHAMPION_PREFIX + metric)
     theirs = None if theirs is None else float(theirs)

@@ -104,7 +104,7 @@ def test_first_model_becomes_champion_with_the_decision_in_its_description(first
     assert champ.version == summary["model_version"]
     assert "first model" in champ.tags["segcore.promotion"]
     assert champ.tags["segcore.decision"] == "promoted"
-    assert champ.description.startswith("Decision: promoted. val/miou on val (labelled)")
+    assert champ.description.startswith("Decision: promoted. val/dataset/miou on val (labelled)")
 
 
 def test_second_run_scores_champion_and_challenger_on_the_same_set(first_run):
@@ -126,8 +126,8 @@ def test_second_run_scores_champion_and_challenger_on_the_same_set(first_run):
     version = client.get_model_version("test-model", again["model_version"])
     assert version.tags["segcore.decision"] == "kept champion"
     assert version.tags["segcore.promotion"].startswith("not promoted")
-    assert f"v{again['model_version']} {m['val/miou']:.4f}" in version.description
-    assert f"champion v{summary['model_version']}: {m['champion/val/miou']:.4f}" in version.description
+    assert f"v{again['model_version']} {m['val/dataset/miou']:.4f}" in version.description
+    assert f"champion v{summary['model_version']}: {m['champion/val/dataset/miou']:.4f}" in version.description
     assert client.get_model_version_by_alias("test-model", "champion").version == summary["model_version"]
 
 

@@ -28,6 +28,22 @@ def test_labelled_decision_needs_a_gain_above_the_margin(mine, theirs, alias):
     assert "margin 0.0500" in text
 
 
+def test_the_legend_miou_decides_when_both_models_have_codebook_ids():
+    # Per image the challenger gains 0.10, but its ids agree less across images: not promoted.
+    both = {"val/miou": 0.55, "champion/val/miou": 0.45, "val/dataset/miou": 0.25, "champion/val/dataset/miou": 0.28}
+    d = decide(both, champion_version="3", **LABELLED)
+    assert (d.metric, d.alias) == ("val/dataset/miou", "")
+    assert "val/dataset/miou 0.2500" in d.reason
+    better = {**both, "val/dataset/miou": 0.34}
+    assert decide(better, champion_version="3", **LABELLED).alias == CHAMPION
+    # An older champion without a codebook has no legend score: both are compared per image.
+    older = {k: v for k, v in both.items() if k != "champion/val/dataset/miou"}
+    d = decide(older, champion_version="3", **LABELLED)
+    assert (d.metric, d.alias) == ("val/miou", CHAMPION)
+    first = decide({"val/miou": 0.5, "val/dataset/miou": 0.3}, champion_version=None, **LABELLED)
+    assert (first.metric, first.alias) == ("val/dataset/miou", CHAMPION)
+
+
 def test_first_model_is_champion_and_unlabelled_is_challenger():
     first = decide({"val/miou": math.nan}, labelled=False, margin=0.05, eval_set="train", champion_version=None)
     assert first.alias == CHAMPION
