@@ -27,7 +27,7 @@ from flows.build_shards_flow import build_shards_fanout
 from tasks.build_shards import build_shards
 from tasks.evaluate import evaluate
 from tasks.export import export
-from tasks.lifecycle import mark_stale_runs, signals_raise, status_for
+from tasks.lifecycle import mark_stale_runs, patient_temporary_server, signals_raise, status_for
 from tasks.pipeline import (
     finish_pipeline_run,
     pipeline_config,
@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"full_pipeline: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     try:
-        with signals_raise():  # SIGTERM/SIGINT: runs marked KILLED, Prefect's temporary server stopped
+        # SIGTERM/SIGINT: runs marked KILLED, Prefect's temporary server stopped; a slow first start of
+        # that server is waited for.
+        with signals_raise(), patient_temporary_server():
             summary = full_pipeline(params)
     except (Terminated, TerminationSignal) as exc:  # ours outside a flow run, Prefect's inside
         signum = getattr(exc, "signum", getattr(exc, "signal", signal.SIGTERM))

@@ -177,6 +177,26 @@ def signals_raise() -> Iterator[None]:
         yield
 
 
+#: Seconds to wait for Prefect's temporary API server (Prefect's default, 20, is about what its
+#: first start with a fresh database takes on a busy 2-core machine; one such start timed out).
+TEMPORARY_SERVER_STARTUP_S = 90
+STARTUP_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
+@contextlib.contextmanager
+def patient_temporary_server() -> Iterator[None]:
+    """While the block runs, wait up to :data:`TEMPORARY_SERVER_STARTUP_S` for Prefect's temporary
+    server to answer, unless the user chose a wait (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``)."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    if STARTUP_ENV in os.environ:
+        yield
+        return
+    wait = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), TEMPORARY_SERVER_STARTUP_S)
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: wait}):
+        yield
+
+
 def resumable_checkpoint(experiment_id: str, config: dict, dataset_digest: str) -> tuple[str, Path, int] | None:
     """The latest KILLED train run of ``experiment_id`` this training can continue: same dataset
     digest, a checkpoint still in its run directory (``<train.out_dir>/<run id>``) whose recorded
