@@ -88,6 +88,19 @@ class KMeansBaseline:
         return np.maximum(labels, 0)
 
 
+class ConstantBaseline:
+    """One label for every pixel of an image: the floor of per-image matching. On land-cover scenes
+    that are mostly one class it scores high per image (``docs/benchmarks.md``, "Class prior, and
+    what a constant scores"); a model's per-image mIoU means something only above it."""
+
+    name = "one-label-per-image"
+    max_k = 1
+    fixed_ids = True
+
+    def segment(self, image: np.ndarray, k: int, valid: np.ndarray) -> np.ndarray:
+        return np.zeros(image.shape[:2], np.int64)
+
+
 class ExportPredictor:
     """An export run the way ``segcore predict`` runs it (:func:`segcore.predict.segment_image`):
     its codebook when it has one, else prototypes fitted per image, then the class prior and the
@@ -146,12 +159,15 @@ class TorchPredictor:
 
 
 def resolve_predictor(model_or_checkpoint: Any, cfg: Config):
-    """``"kmeans"``, a segmenter module, an export directory (:class:`ExportPredictor`), a checkpoint
-    file, or any predictor: an object with ``max_k`` and ``segment(image uint8 (H, W, 3), k, valid
-    bool (H, W)) -> int (H, W)`` (a :class:`~segcore.runtime.NumpyModel` is one: the network's
-    per-image clusters, without the codebook, prior or vote of ``segcore predict``)."""
+    """``"kmeans"``, ``"constant"`` (:class:`ConstantBaseline`), a segmenter module, an export
+    directory (:class:`ExportPredictor`), a checkpoint file, or any predictor: an object with
+    ``max_k`` and ``segment(image uint8 (H, W, 3), k, valid bool (H, W)) -> int (H, W)`` (a
+    :class:`~segcore.runtime.NumpyModel` is one: the network's per-image clusters, without the
+    codebook, prior or vote of ``segcore predict``)."""
     if isinstance(model_or_checkpoint, str) and model_or_checkpoint == "kmeans":
         return KMeansBaseline(cfg.model.max_k, cfg.train.seed)
+    if isinstance(model_or_checkpoint, str) and model_or_checkpoint == "constant":
+        return ConstantBaseline()
     if hasattr(model_or_checkpoint, "segment") and hasattr(model_or_checkpoint, "max_k"):
         return model_or_checkpoint  # a NumpyModel or any object with segment(image, k, valid) and max_k
     if hasattr(model_or_checkpoint, "head") and hasattr(model_or_checkpoint, "student"):
@@ -238,7 +254,7 @@ class _Scorer:
         (out / "overlays").mkdir(parents=True, exist_ok=True)
         self.matched, self.majority = MatchedIoU(data.num_classes), MatchedIoU(data.num_classes)
         self.pooled = PooledIoU(predictor.max_k, data.num_classes) if fixed else None
-        self.proxy = ProxyMetrics(k, cfg.eval.speckle_px)
+        self.proxy = ProxyMetrics(max(k, 2), cfg.eval.speckle_px)  # utilisation of one label: 0
         self.rows: list[dict[str, Any]] = []
         self.consistency: list[float] = []
         self.seconds = 0.0

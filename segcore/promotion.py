@@ -68,23 +68,23 @@ def score_pair(challenger: Any, champion: Any | None, data: EvalData, cfg: Confi
     accepts: a checkpoint, an export directory) on the same ``data``.
 
     Writes ``out_dir/eval`` (the challenger's report, with overlays), ``out_dir/champion`` and,
-    with ``baseline``, ``out_dir/baseline`` (RGB k-means). Returns the challenger's flat metrics,
-    the champion's under ``champion/`` and the baseline's mIoU / pixel accuracy under
-    ``baseline/kmeans_rgb/``.
+    with ``baseline``, ``out_dir/baseline`` (RGB k-means) and ``out_dir/constant`` (one label per
+    image). Returns the challenger's flat metrics, the champion's under ``champion/`` and the
+    baselines' mIoU / pixel accuracy under ``baseline/kmeans_rgb/`` and ``baseline/constant/``.
     """
     out = Path(out_dir)
     models = [(challenger, out / "eval", cfg.eval.num_overlays)]
     if champion is not None:
         models.append((champion, out / "champion", 0))
-    if baseline:
-        models.append(("kmeans", out / "baseline", 0))
+    baselines = {"kmeans_rgb": ("kmeans", "baseline"), "constant": ("constant", "constant")} if baseline else {}
+    models += [(name, out / folder, 0) for name, folder in baselines.values()]
     results = iter(evaluate_many(models, data, cfg))  # one pass: every tile is read once for all models
     metrics = next(results)
     if champion is not None:
         metrics.update({CHAMPION_PREFIX + k: v for k, v in next(results).items()})
-    if baseline:
+    for key in baselines:
         base = next(results)
-        metrics.update({f"baseline/kmeans_rgb/{k.split('/', 1)[1]}": base[k]
+        metrics.update({f"baseline/{key}/{k.split('/', 1)[1]}": base[k]
                         for k in ("val/miou", "val/pixel_acc") if k in base})
     return metrics
 

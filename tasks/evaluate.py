@@ -40,7 +40,7 @@ def evaluate(config: dict[str, Any], parent_run_id: str, checkpoint_uri: str, ma
                                    "segcore.labelled": plan.labelled, "segcore.champion_error": champion_error})
         tracking.log_metrics(run_id, metrics)
         c = tracking.client()
-        for part in ("eval", "champion", "baseline"):
+        for part in ("eval", "champion", "baseline", "constant"):
             if (Path(tmp) / "out" / part).is_dir():
                 c.log_artifacts(run_id, str(Path(tmp) / "out" / part), part)
         c.log_text(run_id, json.dumps({"split": plan.split, "labelled": plan.labelled,
@@ -58,6 +58,9 @@ def _note(metrics: dict[str, float], eval_set: str) -> str:
         if "champion/val/miou" in metrics:
             mine += f" vs champion {metrics['champion/val/miou']:.3f}"
         if "baseline/kmeans_rgb/miou" in metrics:
-            mine += f" ({metrics['val/miou'] - metrics['baseline/kmeans_rgb/miou']:+.3f} vs RGB k-means)"
+            mine += f" ({metrics['val/miou'] - metrics['baseline/kmeans_rgb/miou']:+.3f} vs RGB k-means"
+            if "baseline/constant/miou" in metrics:
+                mine += f", {metrics['val/miou'] - metrics['baseline/constant/miou']:+.3f} vs one label per image"
+            mine += ")"
         return f"{eval_set}: {mine}"
     return f"{eval_set}: no labels, proxy metrics only"

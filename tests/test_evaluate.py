@@ -234,6 +234,21 @@ def test_cli_kmeans_baseline(tmp_path, capsys):
     assert len(list((tmp_path / "overlays").iterdir())) == 2
 
 
+def test_constant_baseline_by_hand(tmp_path):
+    # A: 3 px of class 1, 1 of class 2; B the reverse. One label per image, matched per image:
+    # conf[1] = (3, 1), conf[2] = (1, 3) -> IoU 3/5 each, accuracy 6/8. One matching for both
+    # images: the one id covers 4 + 4 px and goes to one class: IoU 4/8 and 0, accuracy 4/8.
+    items = [EvalImage("a", np.zeros((1, 4, 3), np.uint8), np.array([[1, 1, 1, 2]]), np.ones((1, 4), bool)),
+             EvalImage("b", np.zeros((1, 4, 3), np.uint8), np.array([[2, 2, 2, 1]]), np.ones((1, 4), bool))]
+    m = evaluate("constant", EvalData("two", 2, lambda: iter(items)), Config().replace(**{"eval.num_overlays": 0}),
+                 tmp_path)
+    assert m["val/miou"] == pytest.approx(3 / 5)
+    assert m["val/pixel_acc"] == pytest.approx(6 / 8)
+    assert m["val/dataset/miou"] == pytest.approx(0.25)
+    assert m["val/dataset/pixel_acc"] == pytest.approx(0.5)
+    assert m["val/k"] == 1
+
+
 def test_unlabelled_data_reports_proxies_only(tmp_path):
     from segcore.data.synthetic import generate_scene
 

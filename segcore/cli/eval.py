@@ -4,7 +4,8 @@ Model (exactly one): ``--checkpoint CKPT`` (a training checkpoint, run with torc
 own per-image clusters), ``--export DIR`` (scored the way ``segcore predict`` runs it: the numpy
 runtime with the export's codebook, class prior and region vote, rasters read on the export's
 working grid, and for codebook ids one matching of ids to classes for the whole set too) or
-``--baseline kmeans`` (k-means on RGB, the README's baseline). Without any of them the command
+``--baseline kmeans|constant`` (k-means on RGB, the README's baseline; one label per image, the
+floor of per-image matching). Without any of them the command
 fails: it never trains on its own.
 
 Data (exactly one): ``--synthetic --seed S`` (``eval.synthetic_count`` generated scenes; scene
@@ -32,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model = p.add_argument_group("model (exactly one)")
     model.add_argument("--checkpoint", metavar="CKPT", help="training checkpoint (.pt)")
     model.add_argument("--export", metavar="DIR", help="export directory (model.npz, meta.json, metrics.json)")
-    model.add_argument("--baseline", choices=("kmeans",), help="evaluate the k-means RGB baseline instead")
+    model.add_argument("--baseline", choices=("kmeans", "constant"),
+                       help="evaluate a baseline instead: k-means on RGB, or one label per image")
     data = p.add_argument_group("data (exactly one)")
     data.add_argument("--synthetic", action="store_true", help="generated scenes with labels")
     data.add_argument("--seed", type=seed_arg, default=7,
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     with replacing_dir(args.out, "eval", inputs=inputs, what="--out") as tmp:  # the report appears whole
         data = build_data(args, cfg)
         metrics = evaluate(predictor, data, cfg, tmp)
-    method = {"kmeans": "kmeans-rgb"}.get(model, model)
+    method = {"kmeans": "kmeans-rgb", "constant": "one-label-per-image"}.get(model, model)
     print(summary_markdown(metrics, data.name, method))
     print(f"wrote metrics.json, per_image.csv, summary.md and overlays/ to {args.out}")
     return 0

@@ -130,6 +130,7 @@ def test_challenger_and_champion_scored_on_the_same_check_tiles(shards_and_check
     for key in ("val/miou", "val/pixel_acc", "val/dataset/miou", "val/k"):
         assert m[f"champion/{key}"] == m[key], key
     assert "baseline/kmeans_rgb/miou" in m
+    assert 0.0 < m["baseline/constant/miou"] <= 1.0
     # An older champion without a codebook is scored as predict runs it: prototypes per tile, no legend.
     older = export_checkpoint(checkpoint, tmp_path / "older", codebook=None)
     m = score_on_shards(root, checkpoint, older, cfg, tmp_path / "out2").metrics
@@ -176,5 +177,5 @@ def test_challenger_champion_and_baseline_share_one_read_of_every_tile(shards_an
     assert scored.metrics["val/images"] == scored.metrics["champion/val/images"] == 1
     assert "baseline/kmeans_rgb/miou" in scored.metrics
     assert len(reads) == len(set(reads)) == 1
-    for part in ("eval", "champion", "baseline"):
+    for part in ("eval", "champion", "baseline", "constant"):
         assert (tmp_path / "out" / part / "per_image.csv").read_text().count("\n") == 2  # header + the one tile
