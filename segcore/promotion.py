@@ -2,7 +2,7 @@
 
 :func:`score_pair` evaluates the new model (the challenger) and the current champion on one
 :class:`~segcore.evaluate.EvalData`, with one protocol, in one pass over the images (each tile is
-read once and segmented by both, and by the RGB k-means baseline). In the pipeline
+read once and segmented by both, and by the baselines: RGB k-means, one label per image). In the pipeline
 (:func:`score_on_shards`) both are exports scored the way ``segcore predict`` runs them (codebook,
 class prior, region vote: :class:`~segcore.evaluate.ExportPredictor`): the challenger's checkpoint
 is exported first, with the codebook the export stage fits, so the scores are those of the maps
