@@ -261,6 +261,11 @@ class _Scorer:
 
     def update(self, item: EvalImage) -> None:
         predictor, k = self.predictor, self.k
+        if item.stride > 1 and getattr(predictor, "takes_gsd", False) and not self.rows:
+            side = max(item.image.shape[:2]) * item.stride
+            log.warning("%s: %s is scored on every %dth working pixel, so the model sees %dx coarser pixels than "
+                        "segcore predict gives it; eval.max_side=%d scores it at its working resolution",
+                        self.data.name, item.name, item.stride, item.stride, side)
         t0 = time.perf_counter()
         pred = _segment(predictor, item.image, k, item.valid, item.gsd)
         self.seconds += time.perf_counter() - t0

@@ -283,3 +283,16 @@ def test_cli_scores_an_export_on_rasters_as_predict_reads_them(tiny_run, tmp_pat
                       "predict.region_m=0", "predict.prior_rounds=0"]) == 0
     plain = json.loads((tmp_path / "p" / "metrics.json").read_text())
     assert plain["proxy/boundary_density"] > metrics["proxy/boundary_density"]
+
+
+def test_an_export_scored_on_coarser_pixels_than_it_works_at_is_warned_about(tiny_run, tmp_path, caplog):
+    _, export_dir = tiny_run
+    coarse = synthetic_data(7, count=1, size=96, max_side=48)  # every 2nd pixel
+    with caplog.at_level("WARNING", logger="segcore.evaluate"):
+        evaluate(str(export_dir), coarse, Config().replace(**{"eval.num_overlays": 0}), tmp_path / "a")
+    assert "eval.max_side=96 scores it at its working resolution" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="segcore.evaluate"):
+        evaluate(str(export_dir), synthetic_data(7, count=1, size=96), Config().replace(**{"eval.num_overlays": 0}),
+                 tmp_path / "b")
+    assert "working resolution" not in caplog.text
