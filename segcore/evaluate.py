@@ -115,6 +115,7 @@ class ExportPredictor:
     takes_gsd = True
 
     def __init__(self, export_dir: str | Path, cfg: Config | None = None):
+        from segcore.codebook import class_groups
         from segcore.predict import export_config
         from segcore.products import class_plan
         from segcore.runtime import load_export
@@ -123,14 +124,14 @@ class ExportPredictor:
         self.cfg = cfg or export_config(self.model.meta)
         self.plan = class_plan(self.model, export_dir, self.cfg.predict.classes, None, self.cfg.predict.class_names)
         self.fixed_ids = self.plan.codebook is not None
-        self.max_k = len(dict.fromkeys(self.plan.names)) if self.fixed_ids else self.model.max_k
+        self.max_k = len(class_groups(self.plan.names)[0]) if self.fixed_ids else self.model.max_k
 
     def segment(self, image: np.ndarray, k: int, valid: np.ndarray, gsd: float = 0.0) -> np.ndarray:
         from segcore.predict import segment_image
 
         p = self.cfg.predict
         return segment_image(self.model, image, valid, k=None if self.fixed_ids else k, codebook=self.plan.codebook,
-                             class_names=self.plan.names if self.fixed_ids else None, gsd=gsd or self.cfg.data.gsd,
+                             class_names=self.plan.names, gsd=gsd or self.cfg.data.gsd,
                              halo=p.halo, sample_pixels=p.sample_pixels, region_m=p.region_m,
                              region_compactness=p.region_compactness, prior_rounds=p.prior_rounds)
 

@@ -408,7 +408,8 @@ def segment_image(model: NumpyModel, image: np.ndarray, valid: np.ndarray | None
     :func:`predict_raster` labels a raster holding it (minus one, invalid pixels included).
 
     The same steps on one window: mirrored context of the halo, the codebook's frozen statistics
-    and prototypes (else prototypes fitted on the image), ids named alike merged, the class prior
+    and prototypes with its ids named alike (``class_names``) merged (else ``k`` prototypes fitted
+    on the image; names do not change per-image ids, so they are not taken), the class prior
     over the image's valid cells, the region vote at ``gsd`` metres per pixel (unknown: 1; seeds
     anchored at the image's corner, as on a raster without georeferencing), and every pixel the
     argmax at its centre. On an image of at most ``16 * sample_pixels`` pixels the ids equal
@@ -418,13 +419,11 @@ def segment_image(model: NumpyModel, image: np.ndarray, valid: np.ndarray | None
     image = np.asarray(image)
     h, w = image.shape[:2]
     valid = np.ones((h, w), bool) if valid is None else np.asarray(valid, bool)
-    names = list(class_names) if class_names else default_class_names(codebook.k if codebook is not None else
-                                                                       (k or model.max_k))
-    names, groups = class_groups(names, mergeable=codebook is not None)
     halo = _round4(max(halo, model.receptive_radius()))
     cells = valid[::STRIDE, ::STRIDE]
     bare = None  # per raster: the image's own embedding, without context (predict_raster's sample window)
     if codebook is not None:
+        names, groups = class_groups(list(class_names) if class_names else default_class_names(codebook.k))
         fit = RasterFit(codebook.stats, codebook.prototypes, [], 0, merge=None if groups is None else
                         (groups, len(names)))
     else:
