@@ -106,6 +106,9 @@ class DistillConfig:
         0, "superpixel InfoNCE: nearest superpixels of the batch's other images sharing half of each target "
         "(0: own view only)"
     )
+    prototypes_k: int = _f(32, "learnt region prototypes of the swapped-prediction term (loss.prototypes)")
+    prototypes_tau: float = _f(0.1, "softmax temperature of the swapped prototype prediction")
+    prototypes_queue: int = _f(2048, "regions of earlier steps in the prototype term's even spread (0: batch only)")
     descriptor_bandwidth: float = _f(1.0, "descriptor affinity target: exp(-mean sq. difference / this); 0: cosine")
     affinity_pairs: int = _f(1024, "sampled pixel pairs per image for affinity distillation")
     slic_margin: float = _f(0.5, "cosine similarity above which neighbouring superpixels are pushed apart")
@@ -126,6 +129,7 @@ class LossConfig:
     tv: float = _f(0.1, "weight: edge-aware total variation of the embeddings")
     contrast: float = _f(1.0, "weight: superpixel InfoNCE between the two views")
     descriptor: float = _f(3.0, "weight: superpixel similarities distilled from colour/texture descriptors")
+    prototypes: float = _f(0.0, "weight: swapped prediction of learnt region prototypes shared by every image")
     edge_sigma: float = _f(0.1, "image-gradient scale (0..1 units) of the edge-aware smoothness and TV weights")
 
 

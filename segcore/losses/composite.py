@@ -21,9 +21,11 @@ feature         ``loss.feature``                view A (only with ``teacher_feat
 affinity        ``loss.affinity``               view A (only with ``teacher_feats``)
 contrast        ``loss.contrast``               superpixels of both views (canonical frame)
 descriptor      ``loss.descriptor``             superpixels of both views; descriptors of view A
+prototypes      ``loss.prototypes``             superpixels of both views (canonical frame)
 ==============  ==============================  ===========================================
 
-A term whose weight is 0 (or whose inputs are absent) is not computed and has no key.
+A term whose weight is 0 (or whose inputs are absent) is not computed and has no key. Terms added
+after a checkpoint was written start with no EMA when it is loaded (the normaliser buffers grow).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from segcore.losses.contrastive import superpixel_infonce
 from segcore.losses.descriptor_affinity import descriptor_affinity
 from segcore.losses.descriptors import region_descriptors
 from segcore.losses.distill import affinity_loss, cluster_loss, feature_loss
+from segcore.losses.prototypes import RegionPrototypes
 from segcore.losses.recon import recon_losses
 from segcore.losses.slic_prior import edge_aware_tv, slic_pull_loss, slic_push_loss
 from segcore.losses.unsupervised import (
@@ -54,7 +57,7 @@ from segcore.teachers.base import teacher_feat_dim
 
 TERMS = (
     "consistency", "entropy", "marginal", "smooth", "cluster", "slic_pull", "slic_push", "tv",
-    "recon", "recon_grad", "feature", "affinity", "contrast", "descriptor",
+    "recon", "recon_grad", "feature", "affinity", "contrast", "descriptor", "prototypes",
 )  # fmt: skip
 EMA_FLOOR = 0.05
 
@@ -67,7 +70,7 @@ def term_weights(lo: LossConfig, recon_weight: float = 0.0, teacher: bool = Fals
         "consistency": lo.consistency, "entropy": lo.entropy, "marginal": lo.marginal, "smooth": lo.smooth,
         "cluster": lo.cluster, "slic_pull": lo.slic, "slic_push": lo.slic, "tv": lo.tv,
         "recon": lam, "recon_grad": lam, "feature": lo.feature * teacher, "affinity": lo.affinity * teacher,
-        "contrast": lo.contrast, "descriptor": lo.descriptor,
+        "contrast": lo.contrast, "descriptor": lo.descriptor, "prototypes": lo.prototypes,
     }  # fmt: skip
 
 
@@ -110,6 +113,17 @@ class CompositeLoss(nn.Module):
         self.feature_proj = None
         if self.weights["feature"] > 0:
             self.feature_proj = nn.Conv2d(embed_dim, teacher_dim, 1, bias=True)
+        self.region_prototypes = None
+        if self.weights["prototypes"] > 0:
+            self.region_prototypes = RegionPrototypes(embed_dim, distill.prototypes_k, distill.prototypes_tau,
+                                                      distill.prototypes_queue)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("ema", "ema_seen"):  # checkpoints written before a term was added: pad with "not seen"
+            old = state_dict.get(prefix + name)
+            if old is not None and len(old) < len(TERMS):
+                state_dict[prefix + name] = torch.cat([old, torch.zeros(len(TERMS) - len(old), dtype=old.dtype)])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def on(self, name: str) -> bool:
         return self.weights[name] > 0
@@ -157,6 +171,9 @@ class CompositeLoss(nn.Module):
             raw["contrast"] = superpixel_infonce(out_a["embed"], out_b["embed"], slic, batch_a["geom"],
                                                  batch_b["geom"], self.contrast_tau,
                                                  self.contrast_neighbours)
+        if self.on("prototypes"):
+            raw["prototypes"] = self.region_prototypes(out_a["embed"], out_b["embed"], slic, batch_a["geom"],
+                                                       batch_b["geom"])
         if self.on("tv"):
             raw["tv"] = self._per_view(lambda o, b, m: edge_aware_tv(o["embed"], b["image"], self.edge_sigma, m), views)
         return raw

@@ -54,6 +54,18 @@ def pool_superpixels(
     return pooled[keep], uniq[keep]
 
 
+def pool_views(
+    embed_a: torch.Tensor, embed_b: torch.Tensor, slic_a: torch.Tensor, geom_a: torch.Tensor, geom_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both views' embeddings brought back to the canonical crop frame and pooled over view A's
+    superpixels: ``pooled_a (N, E)``, ``pooled_b (N, E)`` (unnormalised, row i = the same region)
+    and ``keys (N,)`` as :func:`pool_superpixels` gives them."""
+    slic = invert_geom(slic_a, geom_a)  # (B, h, w)
+    pa, keys = pool_superpixels(invert_geom(embed_a, geom_a), slic)
+    pb, _keys_b = pool_superpixels(invert_geom(embed_b, geom_b), slic)
+    return pa, pb, keys
+
+
 def superpixel_infonce(
     embed_a: torch.Tensor,
     embed_b: torch.Tensor,
@@ -72,11 +84,7 @@ def superpixel_infonce(
         tau: softmax temperature (``distill.contrast_tau``).
         neighbours: positives taken from the other images (``distill.contrast_neighbours``; 0: none).
     """
-    canon_a = invert_geom(embed_a, geom_a)  # (B, E, h, w) canonical frame
-    canon_b = invert_geom(embed_b, geom_b)
-    slic = invert_geom(slic_a, geom_a)  # (B, h, w)
-    pa, keys = pool_superpixels(canon_a, slic)
-    pb, _keys_b = pool_superpixels(canon_b, slic)
+    pa, pb, keys = pool_views(embed_a, embed_b, slic_a, geom_a, geom_b)
     if len(keys) < 2:
         return embed_a.sum() * 0.0
     za, zb = F.normalize(pa.float(), dim=1), F.normalize(pb.float(), dim=1)

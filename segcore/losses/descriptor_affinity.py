@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from segcore.augment import invert_geom
-from segcore.losses.contrastive import pool_superpixels
+from segcore.losses.contrastive import pool_superpixels, pool_views
 
 
 def descriptor_affinity(
@@ -40,15 +40,11 @@ def descriptor_affinity(
     Loss: ``mean_ij (za_i . zb_j - T_ij)^2``: the student's region geometry is distilled from the
     colour/texture statistics, and the cross-view pairing asks for it to survive augmentation.
     """
-    canon_a = invert_geom(embed_a, geom_a)
-    canon_b = invert_geom(embed_b, geom_b)
-    slic = invert_geom(slic_a, geom_a)
-    pa, keys = pool_superpixels(canon_a, slic)
-    pb, _ = pool_superpixels(canon_b, slic)
+    pa, pb, keys = pool_views(embed_a, embed_b, slic_a, geom_a, geom_b)
     if len(keys) < 2:
         return embed_a.sum() * 0.0
     with torch.no_grad():
-        d, _ = pool_superpixels(invert_geom(descriptors.float(), geom_a), slic)
+        d, _ = pool_superpixels(invert_geom(descriptors.float(), geom_a), invert_geom(slic_a, geom_a))
         d = (d - d.mean(0)) / d.std(0, unbiased=False).clamp_min(1e-3)
         if bandwidth > 0:
             target = torch.exp(-torch.cdist(d, d).square() / d.shape[1] / bandwidth)

@@ -20,6 +20,7 @@ ALL_TERMS = {
     "loss.marginal": 1.0,
     "loss.smooth": 0.2,
     "loss.cluster": 0.5,
+    "loss.prototypes": 1.0,
 }
 
 
@@ -53,7 +54,7 @@ def test_default_terms_and_teacher_terms_only_with_features():
     defaults = {"slic_pull", "slic_push", "tv", "contrast", "descriptor", "recon", "recon_grad", "total"}
     assert set(run(small_cfg())[0]) == defaults
     terms, *_ = run(small_cfg(**ALL_TERMS))
-    assert set(terms) == defaults | {"consistency", "entropy", "marginal", "smooth", "cluster"}
+    assert set(terms) == defaults | {"consistency", "entropy", "marginal", "smooth", "cluster", "prototypes"}
     cfg = small_cfg(**{"teacher.enabled": True, "teacher.name": "fake"})
     assert {"feature", "affinity"} <= set(run(cfg, teacher=True)[0])
     assert "feature" not in run(cfg, teacher=False)[0]
@@ -101,11 +102,23 @@ def test_ema_state_round_trips_and_eval_does_not_update():
     torch.testing.assert_close(loss.ema, before)
 
 
+def test_checkpoint_written_before_a_term_existed_still_loads():
+    cfg = small_cfg()
+    _, _, _, loss = run(cfg)
+    state = loss.state_dict()
+    old = {**state, "ema": state["ema"][:-1], "ema_seen": state["ema_seen"][:-1]}  # one term fewer
+    fresh = build_loss(cfg)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.ema[:-1], state["ema"][:-1])
+    assert not fresh.ema_seen[-1] and fresh.ema_seen[:-1].tolist() == state["ema_seen"][:-1].tolist()
+
+
 def test_gradients_reach_every_trained_part():
     cfg = small_cfg(**{**ALL_TERMS, "teacher.enabled": True, "teacher.name": "fake", "model.refiner": True})
     terms, model, decoder, loss = run(cfg, teacher=True)
     terms["total"].backward()
-    parts = {"student": model.student, "refiner": model.refiner, "decoder": decoder, "feature_proj": loss.feature_proj}
+    parts = {"student": model.student, "refiner": model.refiner, "decoder": decoder, "feature_proj": loss.feature_proj,
+             "prototypes": loss.region_prototypes}
     for name, part in parts.items():
         grads = [p.grad for p in part.parameters()]
         assert grads, name
@@ -125,6 +138,7 @@ def test_function_defaults_agree_with_the_config_defaults():
 
     from segcore.config import DistillConfig
     from segcore.losses import descriptor_affinity, edge_strength, superpixel_infonce
+    from segcore.losses.prototypes import RegionPrototypes, swapped_prototype_loss
 
     def default(fn, name):
         return inspect.signature(fn).parameters[name].default
@@ -133,6 +147,10 @@ def test_function_defaults_agree_with_the_config_defaults():
     assert default(superpixel_infonce, "tau") == d.contrast_tau
     assert default(superpixel_infonce, "neighbours") == d.contrast_neighbours
     assert default(descriptor_affinity, "bandwidth") == d.descriptor_bandwidth
+    assert default(swapped_prototype_loss, "tau") == d.prototypes_tau
+    signature = inspect.signature(RegionPrototypes).parameters
+    assert (signature["k"].default, signature["tau"].default, signature["queue_size"].default) == (
+        d.prototypes_k, d.prototypes_tau, d.prototypes_queue)
     assert default(edge_strength, "colour_scale") == d.slic_colour_scale
     assert default(edge_strength, "texture_scale") == d.slic_texture_scale
 
