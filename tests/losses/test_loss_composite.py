@@ -110,7 +110,8 @@ def test_checkpoint_written_before_a_term_existed_still_loads():
     fresh = build_loss(cfg)
     fresh.load_state_dict(old)
     torch.testing.assert_close(fresh.ema[:-1], state["ema"][:-1])
-    assert not fresh.ema_seen[-1] and fresh.ema_seen[:-1].tolist() == state["ema_seen"][:-1].tolist()
+    assert not fresh.ema_seen[-1]
+    assert fresh.ema_seen[:-1].tolist() == state["ema_seen"][:-1].tolist()
 
 
 def test_gradients_reach_every_trained_part():
