@@ -163,6 +163,12 @@ def class_groups(names: list[str] | tuple[str, ...], mergeable: bool = True) -> 
     return legend, np.asarray([index[n] for n in names], np.int64)
 
 
+def prototype_names(class_names: list[str], merge: dict) -> list[str]:
+    """One name per prototype of a grouped codebook (``record["merge"]``, ``--codebook-merge-from``):
+    each prototype takes the name of the class it was grouped into, so predict merges them."""
+    return [class_names[g] for g in merge["groups"]]
+
+
 # -- k-means ----------------------------------------------------------------------------------------
 def kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++ seeding on unit rows ``x (N, E)`` with distance ``1 - cos``: ``(k,)`` row indexes."""

@@ -21,6 +21,7 @@ from segcore.codebook import (
     Codebook,
     CodebookRequest,
     fit_codebook,
+    prototype_names,
     resolve_class_names,
     window_origins,
 )
@@ -148,7 +149,7 @@ def export_codebook(meta: dict, arrays: dict[str, np.ndarray], cfg: Config, req:
     windows, source = sample_windows(cfg, req)
     codebook = fit_codebook(model, windows, req, source)
     if "merge" in codebook.record:  # every prototype named after its class: predict merges them
-        classes = [classes[g] for g in codebook.record["merge"]["groups"]]
+        classes = prototype_names(classes, codebook.record["merge"])
     meta["codebook"] = codebook.record
     meta["class_names"] = classes
     return codebook.arrays(), codebook

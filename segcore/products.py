@@ -13,7 +13,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segcore.codebook import Codebook, class_groups, default_class_names, load_codebook, read_class_names
+from segcore.codebook import (
+    Codebook,
+    class_groups,
+    default_class_names,
+    load_codebook,
+    prototype_names,
+    read_class_names,
+)
 from segcore.config import Config, DataConfig
 from segcore.errors import ConfigError, RasterError
 from segcore.predict import PredictResult, predict_raster
@@ -89,7 +96,7 @@ def class_plan(model: NumpyModel, export_dir: str | Path, mode: str = "auto", k:
         chosen = list(names)
     merge = codebook.record.get("merge") if codebook is not None else None
     if (names_file or names) and merge and len(chosen) == merge["classes"] != k:
-        chosen = [chosen[g] for g in merge["groups"]]  # names of the grouped classes, not of the prototypes
+        chosen = prototype_names(chosen, merge)  # names given per grouped class, not per prototype
     if len(chosen) != k:
         raise ConfigError(f"{len(chosen)} class names for k={k} classes; give exactly one name per class")
     class_groups(chosen, mergeable=codebook is not None)  # repeated names merge codebook ids only
