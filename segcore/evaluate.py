@@ -50,7 +50,12 @@ log = logging.getLogger(__name__)
 class EvalImage:
     """One downsampled evaluation image: ``image uint8 (H, W, 3)``, ``target int64 (H, W)`` class ids
     (``<= 0`` ignored), ``valid bool (H, W)``; ``stride`` is the downsampling step ``s``; ``gsd``
-    the metres per pixel of ``image`` as scored (0: unknown)."""
+    the metres per pixel of ``image`` as scored (0: unknown).
+
+    ``full``: ``(image, valid)`` before the downsampling (``None``: not kept). A predictor that runs
+    as ``segcore predict`` does (:class:`ExportPredictor`) segments it and is scored on every
+    ``s``-th pixel of its map, the protocol's way, instead of seeing ``s`` times coarser pixels.
+    """
 
     name: str
     image: np.ndarray
@@ -58,6 +63,7 @@ class EvalImage:
     valid: np.ndarray
     stride: int = 1
     gsd: float = 0.0
+    full: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,21 @@ def _segment(predictor, image: np.ndarray, k: int, valid: np.ndarray, gsd: float
     return predictor.segment(image, k, valid)
 
 
+def _predict(predictor, item: EvalImage, k: int, transposed: bool = False) -> np.ndarray:
+    """Labels of ``item`` on its scored ``(H, W)`` grid. A predictor that runs as ``segcore predict``
+    does (``takes_gsd``) segments ``item.full`` when it is kept, at its own ground resolution, and
+    its map is read on every ``s``-th pixel. ``transposed``: the second view of the consistency
+    check (:func:`_transposed`), mapped back."""
+    full = item.full is not None and getattr(predictor, "takes_gsd", False)
+    image, valid = item.full if full else (item.image, item.valid)
+    gsd = item.gsd / item.stride if full else item.gsd
+    if transposed:
+        labels = _untransposed(_segment(predictor, _transposed(image), k, _transposed(valid), gsd))
+    else:
+        labels = _segment(predictor, image, k, valid, gsd)
+    return labels[:: item.stride, :: item.stride] if full else labels
+
+
 class TorchPredictor:
     """A :class:`~segcore.models.segmenter.MonolithicSegmenter`, run on the CPU in eval mode."""
 
@@ -197,7 +218,7 @@ def _untransposed(labels: np.ndarray) -> np.ndarray:
 
 def view_consistency(predictor, item: EvalImage, k: int, labels_a: np.ndarray) -> float:
     """Agreement of ``labels_a`` with the labels of the transposed view mapped back (ids matched)."""
-    labels_b = _untransposed(_segment(predictor, _transposed(item.image), k, _transposed(item.valid), item.gsd))
+    labels_b = _predict(predictor, item, k, transposed=True)
     mapping = matched_classes(labels_b, np.where(item.valid, labels_a + 1, 0), int(labels_a.max()) + 1)
     lut = np.full(int(labels_b.max()) + 1, -1, np.int64)
     for seg, cls in mapping.items():
@@ -262,18 +283,18 @@ class _Scorer:
 
     def update(self, item: EvalImage) -> None:
         predictor, k = self.predictor, self.k
-        if item.stride > 1 and getattr(predictor, "takes_gsd", False) and not self.rows:
+        if item.stride > 1 and item.full is None and getattr(predictor, "takes_gsd", False) and not self.rows:
             side = max(item.image.shape[:2]) * item.stride
             log.warning("%s: %s is scored on every %dth working pixel, so the model sees %dx coarser pixels than "
                         "segcore predict gives it; eval.max_side=%d scores it at its working resolution",
                         self.data.name, item.name, item.stride, item.stride, side)
         t0 = time.perf_counter()
-        pred = _segment(predictor, item.image, k, item.valid, item.gsd)
+        pred = _predict(predictor, item, k)
         self.seconds += time.perf_counter() - t0
         conf = self.matched.update(pred, item.target)
         if self.pooled is not None:
             self.pooled.update(pred, item.target)
-        pred_big = pred if self.big_k == k else _segment(predictor, item.image, self.big_k, item.valid, item.gsd)
+        pred_big = pred if self.big_k == k else _predict(predictor, item, self.big_k)
         self.majority.update(pred_big, item.target)
         one = self.proxy.update(pred, item.valid)
         self.consistency.append(view_consistency(predictor, item, k, pred))
@@ -346,8 +367,11 @@ def summary_markdown(metrics: dict[str, float], data_name: str, method: str) -> 
 
 
 # -- data sources -----------------------------------------------------------------------------------
-def synthetic_data(seed: int, count: int = 4, size: int = 256, max_side: int = 512) -> EvalData:
-    """``count`` generated scenes of ``size`` px; scene ``i`` uses seed ``scene_seed(seed, i)``.
+def synthetic_data(
+    seed: int, count: int = 4, size: int = 256, max_side: int = 512, keep_full: bool = False
+) -> EvalData:
+    """``count`` generated scenes of ``size`` px; scene ``i`` uses seed ``scene_seed(seed, i)``;
+    ``keep_full``: every image also carries its undownsampled grid (:attr:`EvalImage.full`).
 
     Training scenes use ``scene_seed(TRAIN_NAMESPACE + train_seed, i)``
     (:mod:`segcore.data.sources`), so evaluation seeds below ``TRAIN_NAMESPACE`` never draw a
@@ -363,14 +387,18 @@ def synthetic_data(seed: int, count: int = 4, size: int = 256, max_side: int = 5
         for i in range(count):
             scene = generate_scene(size, scene_seed(seed, i))
             s = downsample_stride(size, size, max_side)
+            full = (scene.image, np.ones(scene.labels.shape, bool)) if keep_full else None
             yield EvalImage(f"synthetic-{seed}-{i:03d}", scene.image[::s, ::s], scene.labels[::s, ::s].astype(np.int64),
-                            np.ones(scene.labels[::s, ::s].shape, bool), s, SYNTHETIC_GSD * s)
+                            np.ones(scene.labels[::s, ::s].shape, bool), s, SYNTHETIC_GSD * s, full)
 
     return EvalData(f"synthetic:seed={seed}", len(CLASS_NAMES), images)
 
 
-def _read_strided(image_path: str, label_path: str | None, max_side: int, data_cfg) -> EvalImage:
-    """Every ``s``-th pixel of a raster and its labels, read in row strips (never the whole raster)."""
+def _read_strided(
+    image_path: str, label_path: str | None, max_side: int, data_cfg, keep_full: bool = False
+) -> EvalImage:
+    """Every ``s``-th pixel of a raster and its labels, read in row strips (never the whole raster,
+    unless ``keep_full`` asks for the image on the working grid as well)."""
     from rasterio.windows import Window
 
     from segcore.data.raster import check_label, inspect_raster, open_raster, read_label, read_rgb
@@ -380,13 +408,15 @@ def _read_strided(image_path: str, label_path: str | None, max_side: int, data_c
         check_label(label_path, info)  # size, CRS and transform must match the image
     s = downsample_stride(info.height, info.width, max_side)
     strip = s * max(1, 256 // s)
-    rgbs, valids, targets = [], [], []
+    rgbs, valids, targets, full = [], [], [], []
     with open_raster(image_path) as ds:
         for row in range(0, info.height, strip):
             window = Window(0, row, info.width, min(strip, info.height - row))
             rgb, valid = read_rgb(ds, info, window, data_cfg)
             rgbs.append(rgb[::s, ::s])
             valids.append(valid[::s, ::s])
+            if keep_full:
+                full.append((rgb, valid))
     if label_path:
         with open_raster(label_path) as ds:
             for row in range(0, info.height, strip):
@@ -394,8 +424,9 @@ def _read_strided(image_path: str, label_path: str | None, max_side: int, data_c
                 targets.append(read_label(ds, window, info)[::s, ::s])
     valid = np.concatenate(valids)
     target = np.concatenate(targets) if targets else np.zeros(valid.shape, np.int64)
+    kept = (np.concatenate([f[0] for f in full]), np.concatenate([f[1] for f in full])) if keep_full else None
     return EvalImage(Path(image_path).stem, np.concatenate(rgbs), np.where(valid, target, 0), valid, s,
-                     (info.gsd or 0.0) * s)
+                     (info.gsd or 0.0) * s, kept)
 
 
 def classes_csv_count(base: str | Path) -> int:
@@ -409,9 +440,11 @@ def classes_csv_count(base: str | Path) -> int:
     return int(ids.max()) if ids.notna().any() else 0
 
 
-def raster_data(path: str | Path, max_side: int = 512, num_classes: int = 0, data_cfg=None) -> EvalData:
+def raster_data(path: str | Path, max_side: int = 512, num_classes: int = 0, data_cfg=None,
+                keep_full: bool = False) -> EvalData:
     """GeoTIFFs with labels: a manifest CSV (``image,label`` columns) or a directory with
-    ``images/`` and ``labels/`` holding files of the same names.
+    ``images/`` and ``labels/`` holding files of the same names. ``keep_full``: every image also
+    carries its working grid before the protocol's downsampling (:attr:`EvalImage.full`).
 
     ``num_classes`` 0: the largest id in the first column of ``classes.csv`` beside the
     manifest/directory (``id,name`` or ``index,name``; 0 = ignore), else the largest label found.
@@ -433,7 +466,7 @@ def raster_data(path: str | Path, max_side: int = 512, num_classes: int = 0, dat
 
     def images() -> Iterator[EvalImage]:
         for src in sources:
-            yield _read_strided(src.image, src.label, max_side, data_cfg)
+            yield _read_strided(src.image, src.label, max_side, data_cfg, keep_full)
 
     if not num_classes:
         num_classes = max(int(item.target.max()) for item in images())

@@ -216,6 +216,15 @@ def test_raster_data_reads_every_sth_pixel(tmp_path):
     assert (items[0].target[~items[0].valid] == 0).all()
     same = raster_data(root, max_side=50)  # the directory form
     assert [i.name for i in same.images()] == ["scene-000", "scene-001"]
+    kept = next(raster_data(root, max_side=50, keep_full=True).images())
+    image, valid = kept.full  # the working grid before the protocol's stride
+    assert image.shape == (130, 130, 3)
+    assert np.array_equal(image[inner.start * s : -s : s, inner.start * s : -s : s], items[0].image[inner, inner])
+    assert np.array_equal(image[::s, ::s], kept.image)
+    assert np.array_equal(valid[::s, ::s], kept.valid)
+    assert not valid[:3].any()
+    assert valid[3:-3, 3:-3].all()
+    assert items[0].full is None  # kept only when asked
 
 
 def test_cli_requires_a_model(tmp_path, capsys):
@@ -283,6 +292,30 @@ def test_cli_scores_an_export_on_rasters_as_predict_reads_them(tiny_run, tmp_pat
                       "predict.region_m=0", "predict.prior_rounds=0"]) == 0
     plain = json.loads((tmp_path / "p" / "metrics.json").read_text())
     assert plain["proxy/boundary_density"] > metrics["proxy/boundary_density"]
+
+
+def test_an_export_segments_the_working_grid_and_is_scored_on_every_sth_pixel(tiny_run, tmp_path, caplog):
+    from segcore.evaluate import ExportPredictor, _predict
+    from segcore.metrics import MatchedIoU
+
+    _, export_dir = tiny_run
+    predictor = ExportPredictor(export_dir)
+    kept = synthetic_data(7, count=1, size=96, max_side=48, keep_full=True)  # every 2nd pixel scored
+    item = next(kept.images())
+    image, valid = item.full
+    assert image.shape[:2] == (96, 96)
+    assert item.image.shape[:2] == (48, 48)
+    # As segcore predict maps the image at its own ground resolution, then every 2nd pixel.
+    expected = predictor.segment(image, 6, valid, gsd=item.gsd / 2)[::2, ::2]
+    np.testing.assert_array_equal(_predict(predictor, item, 6), expected)
+    coarse = predictor.segment(item.image, 6, item.valid, gsd=item.gsd)
+    assert (coarse != expected).any()  # the strided input is a different map
+    with caplog.at_level("WARNING", logger="segcore.evaluate"):
+        metrics = evaluate(predictor, kept, Config().replace(**{"eval.num_overlays": 0}), tmp_path / "a")
+    assert "working resolution" not in caplog.text  # nothing to warn about
+    by_hand = MatchedIoU(6)
+    by_hand.update(expected, item.target)
+    assert metrics["val/miou"] == pytest.approx(by_hand.compute()["miou"])
 
 
 def test_an_export_scored_on_coarser_pixels_than_it_works_at_is_warned_about(tiny_run, tmp_path, caplog):

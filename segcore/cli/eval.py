@@ -56,10 +56,11 @@ def build_data(args: argparse.Namespace, cfg: Config):
     if len(chosen) != 1:
         raise ConfigError("choose exactly one data source: --synthetic [--seed S], --data PATH or --shards ROOT")
     ev = cfg.eval
+    full = bool(getattr(args, "export", None))  # an export segments the working grid, as segcore predict does
     if args.synthetic:
-        return synthetic_data(args.seed, ev.synthetic_count, ev.synthetic_size, ev.max_side)
+        return synthetic_data(args.seed, ev.synthetic_count, ev.synthetic_size, ev.max_side, keep_full=full)
     if args.data:
-        return raster_data(args.data, ev.max_side, ev.num_classes, cfg.data)
+        return raster_data(args.data, ev.max_side, ev.num_classes, cfg.data, keep_full=full)
     return shard_data(args.shards, args.split, cfg, ev.num_classes)
 
 
