@@ -285,8 +285,9 @@ class _Scorer:
         predictor, k = self.predictor, self.k
         if item.stride > 1 and item.full is None and getattr(predictor, "takes_gsd", False) and not self.rows:
             side = max(item.image.shape[:2]) * item.stride
-            log.warning("%s: %s is scored on every %dth working pixel, so the model sees %dx coarser pixels than "
-                        "segcore predict gives it; eval.max_side=%d scores it at its working resolution",
+            log.warning("%s: %s is downsampled %dx before the model sees it, so its pixels are %dx coarser than "
+                        "segcore predict gives it; eval.max_side=%d (or keep_full=True, as segcore eval --export "
+                        "does) scores it at its working resolution",
                         self.data.name, item.name, item.stride, item.stride, side)
         t0 = time.perf_counter()
         pred = _predict(predictor, item, k)
