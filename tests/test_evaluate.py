@@ -323,7 +323,8 @@ def test_an_export_scored_on_coarser_pixels_than_it_works_at_is_warned_about(tin
     coarse = synthetic_data(7, count=1, size=96, max_side=48)  # every 2nd pixel
     with caplog.at_level("WARNING", logger="segcore.evaluate"):
         evaluate(str(export_dir), coarse, Config().replace(**{"eval.num_overlays": 0}), tmp_path / "a")
-    assert "eval.max_side=96 scores it at its working resolution" in caplog.text
+    assert "downsampled 2x before the model sees it" in caplog.text
+    assert "eval.max_side=96 (or keep_full=True" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="segcore.evaluate"):
         evaluate(str(export_dir), synthetic_data(7, count=1, size=96), Config().replace(**{"eval.num_overlays": 0}),
