@@ -3,7 +3,8 @@
 Model (exactly one): ``--checkpoint CKPT`` (a training checkpoint, run with torch: the network's
 own per-image clusters), ``--export DIR`` (scored the way ``segcore predict`` runs it: the numpy
 runtime with the export's codebook, class prior and region vote, rasters read on the export's
-working grid, and for codebook ids one matching of ids to classes for the whole set too) or
+working grid and segmented whole, the map then scored on every s-th pixel as ``eval.max_side``
+says, and for codebook ids one matching of ids to classes for the whole set too) or
 ``--baseline kmeans|constant`` (k-means on RGB, the README's baseline; one label per image, the
 floor of per-image matching). Without any of them the command
 fails: it never trains on its own.
@@ -56,7 +57,7 @@ def build_data(args: argparse.Namespace, cfg: Config):
     if len(chosen) != 1:
         raise ConfigError("choose exactly one data source: --synthetic [--seed S], --data PATH or --shards ROOT")
     ev = cfg.eval
-    full = bool(getattr(args, "export", None))  # an export segments the working grid, as segcore predict does
+    full = bool(args.export)  # an export segments the whole working grid, as segcore predict does
     if args.synthetic:
         return synthetic_data(args.seed, ev.synthetic_count, ev.synthetic_size, ev.max_side, keep_full=full)
     if args.data:
